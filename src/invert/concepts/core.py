@@ -1,0 +1,797 @@
+"""The concept-set type: a named boolean matrix over samples, with an optional hierarchy."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from collections import Counter
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["ConceptSet", "ConstantConceptWarning", "SkippedItemsWarning", "FORMAT_VERSION"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_SAMPLE_ID_COLUMN = "sample_id"
+
+
+class ConstantConceptWarning(UserWarning):
+    """Some concepts are all-zero or all-one over the samples (kept, see ``constant_concepts``)."""
+
+
+class SkippedItemsWarning(UserWarning):
+    """A builder skipped some input (recorded in ``ConceptSet.skipped``)."""
+
+
+def _require_pandas(what: str):
+    try:
+        import pandas as pd
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"{what} needs pandas: pip install pandas (or pip install 'invert[tables]')"
+        ) from exc
+    return pd
+
+
+def _to_matrix(matrix: Any) -> np.ndarray | sp.csr_array | sp.csr_matrix:
+    """Validate a 0/1 matrix and return it as a bool ndarray or bool CSR matrix/array."""
+    if hasattr(matrix, "detach") and hasattr(matrix, "cpu"):  # torch tensor, without importing it
+        if getattr(matrix, "is_sparse", False):
+            matrix = matrix.to_dense()
+        matrix = matrix.detach().cpu().numpy()
+    if sp.issparse(matrix):
+        if matrix.ndim != 2:
+            raise ValueError(
+                f"matrix: expected 2 dimensions (samples, concepts), got {matrix.ndim}"
+            )
+        csr = matrix.tocsr(copy=True)
+        csr.sum_duplicates()
+        data = np.asarray(csr.data)
+        if data.dtype != bool:
+            if np.issubdtype(data.dtype, np.number):
+                bad = ~np.isin(data, (0, 1))
+                if bad.any():
+                    raise ValueError(
+                        "matrix: expected only 0/1 (boolean) entries, got values such as "
+                        f"{np.unique(data[bad])[:5].tolist()}"
+                    )
+            else:
+                raise TypeError(
+                    f"matrix: expected a numeric or bool sparse matrix, got {data.dtype}"
+                )
+        csr = csr.astype(bool)
+        csr.eliminate_zeros()
+        return csr
+    if (
+        isinstance(matrix, (str, bytes))
+        or not hasattr(matrix, "__len__")
+        and not isinstance(matrix, np.ndarray)
+    ):
+        raise TypeError(
+            "matrix: expected a 2-D numpy array, torch tensor or scipy.sparse matrix, got "
+            f"{type(matrix).__name__}"
+        )
+    arr = np.asarray(matrix)
+    if arr.ndim != 2:
+        raise ValueError(
+            f"matrix: expected 2 dimensions (samples, concepts), got shape {arr.shape}"
+        )
+    if arr.dtype == bool:
+        return arr.copy()
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(float)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                "matrix: expected 0/1 numbers or booleans, got non-numeric entries"
+            ) from exc
+    if not np.issubdtype(arr.dtype, np.number):
+        raise TypeError(f"matrix: expected a numeric or bool array, got dtype {arr.dtype}")
+    bad = ~np.isin(arr, (0, 1))
+    if bad.any():
+        vals = np.unique(arr[bad])[:5].tolist()
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(
+            f"matrix: expected only 0/1 (boolean) entries, got values such as {vals} "
+            f"(first at sample {i}, concept {j})"
+        )
+    return arr.astype(bool)
+
+
+def _check_str_list(value: Any, param: str, length: int, allow_none_items: bool = False) -> list:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{param}: expected a list of str, got {type(value).__name__}")
+    out = list(value)
+    if len(out) != length:
+        raise ValueError(f"{param}: expected {length} entries (one per concept), got {len(out)}")
+    for i, v in enumerate(out):
+        if v is None and allow_none_items:
+            continue
+        if not isinstance(v, str):
+            raise TypeError(f"{param}: expected str entries, got {type(v).__name__} at {i}: {v!r}")
+    return out
+
+
+def _normalize_sample_id(v: Any) -> Hashable:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, list | tuple):
+        return tuple(_normalize_sample_id(x) for x in v)
+    if not isinstance(v, Hashable):
+        raise TypeError(f"sample_ids: expected hashable ids, got {type(v).__name__}: {v!r}")
+    return v
+
+
+def _json_sample_id(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_json_sample_id(x) for x in v]
+    return v
+
+
+def _from_json_sample_id(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(_from_json_sample_id(x) for x in v)
+    return v
+
+
+class ConceptSet:
+    """Named boolean concepts over samples: the ``concepts`` argument of :func:`invert.explain`.
+
+    Parameters
+    ----------
+    matrix : array_like or scipy.sparse matrix, shape (n_samples, n_concepts)
+        0/1 labels: ``matrix[i, j]`` says whether sample ``i`` shows concept ``j``. A numpy
+        array, torch tensor or nested list (stored as a dense ``bool`` array) or a scipy.sparse
+        matrix/array (stored as a ``bool`` CSR matrix of the same family). Entries other than
+        0/1/True/False raise.
+    names : sequence of str
+        Unique, non-empty concept names, one per column. Names may hold letters, digits and
+        ``_ - . ' :`` etc.; names with spaces, parentheses, ``&``, ``|``, ``~`` or quotes are
+        quoted when :mod:`invert.formula` prints them, so formulas always parse back.
+    ids : sequence of str, optional
+        External identifiers of the concepts (e.g. WordNet WNIDs ``'n01440764'``).
+    descriptions : sequence of str, optional
+        Human-readable definitions.
+    sample_ids : sequence of hashable, optional
+        Unique ids of the samples (file paths, ``(document, position)`` tuples, ...).
+    parents : mapping of str to list of str, optional
+        The hierarchy: concept name -> names of its direct parents in this set.
+    skipped : list of dict, optional
+        Records of inputs a builder left out, each with at least ``"item"`` and ``"reason"``.
+    source : str, optional
+        Where the set came from (free text, kept through save/load).
+    warn_constant : bool, default True
+        Warn (:class:`ConstantConceptWarning`) when some concepts are all-zero or all-one.
+        They are kept either way and listed by :attr:`constant_concepts`.
+
+    Attributes
+    ----------
+    names : list of str
+    matrix : numpy.ndarray of bool or scipy.sparse CSR matrix of bool
+    ids, descriptions, sample_ids : list or None
+    parents : dict or None
+    skipped : list of dict
+
+    Raises
+    ------
+    ValueError
+        On a shape mismatch, non-0/1 entries, duplicate or empty names, duplicate sample ids, or
+        parents that name unknown concepts.
+    TypeError
+        On arguments of the wrong type.
+    """
+
+    def __init__(
+        self,
+        matrix: Any,
+        names: Sequence[str],
+        *,
+        ids: Sequence[str | None] | None = None,
+        descriptions: Sequence[str | None] | None = None,
+        sample_ids: Sequence[Hashable] | None = None,
+        parents: Mapping[str, Sequence[str]] | None = None,
+        skipped: Sequence[Mapping[str, Any]] | None = None,
+        source: str | None = None,
+        warn_constant: bool = True,
+    ) -> None:
+        self.matrix = _to_matrix(matrix)
+        n, c = self.matrix.shape
+        self.names = _check_str_list(names, "names", c)
+        empty = [i for i, s in enumerate(self.names) if not s.strip()]
+        if empty:
+            raise ValueError(f"names: expected non-empty names, got empty name(s) at {empty[:10]}")
+        dups = [k for k, v in Counter(self.names).items() if v > 1]
+        if dups:
+            raise ValueError(f"names: expected unique concept names, got duplicates {dups[:10]}")
+        self.ids = None if ids is None else _check_str_list(ids, "ids", c, allow_none_items=True)
+        self.descriptions = (
+            None
+            if descriptions is None
+            else _check_str_list(descriptions, "descriptions", c, allow_none_items=True)
+        )
+        if sample_ids is not None:
+            if isinstance(sample_ids, (str, bytes)) or not isinstance(sample_ids, Iterable):
+                raise TypeError(f"sample_ids: expected a sequence, got {type(sample_ids).__name__}")
+            sids = [_normalize_sample_id(v) for v in sample_ids]
+            if len(sids) != n:
+                raise ValueError(
+                    f"sample_ids: expected {n} ids (one per matrix row), got {len(sids)}"
+                )
+            dup_ids = [k for k, v in Counter(sids).items() if v > 1]
+            if dup_ids:
+                raise ValueError(
+                    f"sample_ids: expected unique ids, got {len(dup_ids)} duplicated, "
+                    f"e.g. {dup_ids[:5]}"
+                )
+            self.sample_ids: list[Hashable] | None = sids
+        else:
+            self.sample_ids = None
+        self.parents = None if parents is None else self._check_parents(parents)
+        self.skipped: list[dict[str, Any]] = [dict(r) for r in (skipped or [])]
+        self.source = source
+        self._index = {name: i for i, name in enumerate(self.names)}
+        self._counts: np.ndarray | None = None
+        if warn_constant:
+            const = self.constant_concepts
+            if const:
+                msg = (
+                    f"{len(const)} of {c} concepts are constant over the {n} samples (all-zero or "
+                    f"all-one), kept but uninformative: {const[:10]}"
+                )
+                logger.info(msg)
+                warnings.warn(msg, ConstantConceptWarning, stacklevel=2)
+
+    def _check_parents(self, parents: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+        if not isinstance(parents, Mapping):
+            raise TypeError(
+                "parents: expected a dict name -> list of parent names, got "
+                f"{type(parents).__name__}"
+            )
+        known = set(self.names)
+        out: dict[str, list[str]] = {}
+        for k, v in parents.items():
+            if k not in known:
+                raise ValueError(f"parents: key {k!r} is not a concept name of this set")
+            if isinstance(v, str) or not isinstance(v, Iterable):
+                raise TypeError(f"parents[{k!r}]: expected a list of names, got {type(v).__name__}")
+            v = list(v)
+            unknown = [p for p in v if p not in known]
+            if unknown:
+                raise ValueError(f"parents[{k!r}]: {unknown[:5]} are not concept names of this set")
+            out[k] = v
+        return out
+
+    # -- basic properties --------------------------------------------------------------------
+    @property
+    def n_samples(self) -> int:
+        """Number of samples (matrix rows)."""
+        return int(self.matrix.shape[0])
+
+    @property
+    def n_concepts(self) -> int:
+        """Number of concepts (matrix columns)."""
+        return int(self.matrix.shape[1])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_samples, self.n_concepts)
+
+    def __len__(self) -> int:
+        return self.n_concepts
+
+    @property
+    def is_sparse(self) -> bool:
+        return sp.issparse(self.matrix)
+
+    def __repr__(self) -> str:
+        kind = "sparse" if self.is_sparse else "dense"
+        extra = f", {len(self.skipped)} skipped" if self.skipped else ""
+        return (
+            f"ConceptSet({self.n_samples} samples x {self.n_concepts} concepts, {kind}"
+            f"{', hierarchy' if self.parents else ''}{extra})"
+        )
+
+    def to_dense(self) -> np.ndarray:
+        """The matrix as a dense ``bool`` numpy array."""
+        if self.is_sparse:
+            return np.asarray(self.matrix.toarray(), dtype=bool)
+        return self.matrix
+
+    def index(self, name: str) -> int:
+        """Column position of a concept name (raises ``KeyError`` if unknown)."""
+        try:
+            return self._index[name]
+        except KeyError:
+            raise KeyError(f"concept {name!r} is not in this set") from None
+
+    def column(self, name: str | int) -> np.ndarray:
+        """The dense ``bool`` labels of one concept, by name or position."""
+        j = self.index(name) if isinstance(name, str) else int(name)
+        col = self.matrix[:, [j]]
+        if sp.issparse(col):
+            col = col.toarray()
+        return np.asarray(col, dtype=bool).ravel()
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Number of positive samples per concept (int64, one per concept)."""
+        if self._counts is None:
+            self._counts = np.asarray(self.matrix.sum(axis=0), dtype=np.int64).ravel()
+        return self._counts
+
+    @property
+    def constant_concepts(self) -> list[str]:
+        """Names of concepts that are all-zero or all-one over the samples (they are kept)."""
+        counts = self.counts
+        n = self.n_samples
+        return [self.names[j] for j in np.flatnonzero((counts == 0) | (counts == n))]
+
+    @property
+    def unlabelled_samples(self) -> np.ndarray:
+        """Positions of samples that have no concept at all."""
+        per_sample = np.asarray(self.matrix.sum(axis=1)).ravel()
+        return np.flatnonzero(per_sample == 0)
+
+    @property
+    def coverage(self) -> float:
+        """Fraction of samples with at least one concept (``nan`` for no samples)."""
+        if self.n_samples == 0:
+            return float("nan")
+        return 1.0 - len(self.unlabelled_samples) / self.n_samples
+
+    def depths(self) -> dict[str, int] | None:
+        """Depth of each concept in the hierarchy, or ``None`` without a hierarchy.
+
+        A concept without parents in the set has depth 0; otherwise its depth is one more than
+        the smallest depth of its parents (the shortest path up to a root). Cycles raise.
+        """
+        if self.parents is None:
+            return None
+        depth: dict[str, int] = {}
+        visiting: set[str] = set()
+
+        def visit(name: str) -> int:
+            if name in depth:
+                return depth[name]
+            if name in visiting:
+                raise ValueError(f"parents: the hierarchy has a cycle through {name!r}")
+            visiting.add(name)
+            ps = self.parents.get(name, [])  # type: ignore[union-attr]
+            d = 0 if not ps else 1 + min(visit(p) for p in ps)
+            visiting.discard(name)
+            depth[name] = d
+            return d
+
+        for name in self.names:
+            visit(name)
+        return depth
+
+    # -- summary -----------------------------------------------------------------------------
+    def summary(self) -> list[dict[str, Any]]:
+        """Per-concept statistics, one dict per concept in column order.
+
+        Keys: ``name``, ``id``, ``description``, ``count`` (positive samples), ``fraction``
+        (count / n_samples), ``depth`` (see :meth:`depths`; ``None`` without a hierarchy),
+        ``n_parents`` and ``constant`` (all-zero or all-one). It returns plain dicts so that it
+        needs no pandas; :meth:`summary_frame` gives the same as a pandas DataFrame. Set-level
+        numbers are :attr:`coverage`, :attr:`unlabelled_samples` and :attr:`skipped`.
+        """
+        depths = self.depths()
+        counts = self.counts
+        n = self.n_samples
+        rows = []
+        for j, name in enumerate(self.names):
+            c = int(counts[j])
+            rows.append(
+                {
+                    "name": name,
+                    "id": None if self.ids is None else self.ids[j],
+                    "description": None if self.descriptions is None else self.descriptions[j],
+                    "count": c,
+                    "fraction": c / n if n else float("nan"),
+                    "depth": None if depths is None else depths[name],
+                    "n_parents": None if self.parents is None else len(self.parents.get(name, [])),
+                    "constant": c == 0 or c == n,
+                }
+            )
+        return rows
+
+    def summary_frame(self):
+        """:meth:`summary` as a ``pandas.DataFrame`` (needs pandas)."""
+        pd = _require_pandas("ConceptSet.summary_frame")
+        return pd.DataFrame(self.summary())
+
+    # -- selection and combination -------------------------------------------------------------
+    def _positions(self, sel: Any, n: int, param: str, names: bool) -> np.ndarray:
+        if isinstance(sel, (str, bytes)):
+            sel = [sel]
+        arr = np.asarray(list(sel) if not isinstance(sel, np.ndarray) else sel)
+        if arr.dtype == bool:
+            if arr.shape != (n,):
+                raise ValueError(f"{param}: a boolean mask must have length {n}, got {arr.shape}")
+            return np.flatnonzero(arr)
+        if arr.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if names and arr.dtype.kind in "UO":
+            missing = [s for s in arr.tolist() if s not in self._index]
+            if missing:
+                raise ValueError(f"{param}: unknown concept names {missing[:10]}")
+            pos = np.array([self._index[s] for s in arr.tolist()], dtype=np.int64)
+        elif np.issubdtype(arr.dtype, np.integer):
+            pos = arr.astype(np.int64)
+            if ((pos < -n) | (pos >= n)).any():
+                raise ValueError(
+                    f"{param}: positions must be in [-{n}, {n}), got {pos.tolist()[:10]}"
+                )
+            pos = pos % n if n else pos
+        else:
+            what = (
+                "concept names, positions or a boolean mask"
+                if names
+                else ("positions or a boolean mask (use sample_positions() for ids)")
+            )
+            raise TypeError(f"{param}: expected {what}, got dtype {arr.dtype}")
+        dups = [int(k) for k, v in Counter(pos.tolist()).items() if v > 1]
+        if dups:
+            raise ValueError(f"{param}: selects positions {dups[:10]} more than once")
+        return pos
+
+    def sample_positions(self, sample_ids: Iterable[Hashable]) -> np.ndarray:
+        """Row positions of the given sample ids (raises ``KeyError`` for unknown ids)."""
+        if self.sample_ids is None:
+            raise ValueError("sample_ids: this concept set has no sample ids")
+        lookup = {s: i for i, s in enumerate(self.sample_ids)}
+        out = []
+        for s in sample_ids:
+            s = _normalize_sample_id(s)
+            if s not in lookup:
+                raise KeyError(f"sample id {s!r} is not in this concept set")
+            out.append(lookup[s])
+        return np.asarray(out, dtype=np.int64)
+
+    def subset(self, concepts: Any = None, samples: Any = None) -> ConceptSet:
+        """A new set with some concepts and/or samples, in the order given.
+
+        Parameters
+        ----------
+        concepts : sequence of str or int, or bool mask, optional
+            Concept names or positions to keep (default: all).
+        samples : sequence of int or bool mask, optional
+            Sample positions to keep (default: all); see :meth:`sample_positions` for ids.
+
+        Notes
+        -----
+        The hierarchy is restricted to the kept concepts; a kept concept whose parent was dropped
+        is linked to that parent's nearest kept ancestors, so depths stay meaningful.
+        Concepts that become constant on the kept samples are warned about.
+        """
+        cpos = (
+            np.arange(self.n_concepts)
+            if concepts is None
+            else self._positions(concepts, self.n_concepts, "concepts", names=True)
+        )
+        spos = (
+            np.arange(self.n_samples)
+            if samples is None
+            else self._positions(samples, self.n_samples, "samples", names=False)
+        )
+        m = self.matrix[spos][:, cpos] if self.is_sparse else self.matrix[np.ix_(spos, cpos)]
+        names = [self.names[j] for j in cpos]
+        parents = None
+        if self.parents is not None:
+            keep = set(names)
+            parents = {}
+            for name in names:
+                out: list[str] = []
+                queue = list(self.parents.get(name, []))
+                seen: set[str] = set()
+                while queue:
+                    p = queue.pop(0)
+                    if p in seen:
+                        continue
+                    seen.add(p)
+                    if p in keep:
+                        if p not in out:
+                            out.append(p)
+                    else:
+                        queue.extend(self.parents.get(p, []))
+                parents[name] = out
+        return ConceptSet(
+            m,
+            names,
+            ids=None if self.ids is None else [self.ids[j] for j in cpos],
+            descriptions=None
+            if self.descriptions is None
+            else [self.descriptions[j] for j in cpos],
+            sample_ids=None if self.sample_ids is None else [self.sample_ids[i] for i in spos],
+            parents=parents,
+            skipped=self.skipped,
+            source=self.source,
+        )
+
+    def with_prefix(self, prefix: str) -> ConceptSet:
+        """A copy whose concept names (and hierarchy) are prefixed, e.g. ``'pos:'``."""
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix: expected a str, got {type(prefix).__name__}")
+        ren = {n: prefix + n for n in self.names}
+        return ConceptSet(
+            self.matrix,
+            [ren[n] for n in self.names],
+            ids=self.ids,
+            descriptions=self.descriptions,
+            sample_ids=self.sample_ids,
+            parents=None
+            if self.parents is None
+            else {ren[k]: [ren[p] for p in v] for k, v in self.parents.items()},
+            skipped=self.skipped,
+            source=self.source,
+            warn_constant=False,
+        )
+
+    def union(self, other: ConceptSet) -> ConceptSet:
+        """The concepts of both sets side by side, over the same samples.
+
+        Both sets must have the same number of samples and, where both have sample ids, the same
+        ids in the same order. Concept names must not overlap (rename one with
+        :meth:`with_prefix`). The result is sparse if either input is.
+        """
+        if not isinstance(other, ConceptSet):
+            raise TypeError(f"other: expected a ConceptSet, got {type(other).__name__}")
+        if other.n_samples != self.n_samples:
+            raise ValueError(
+                f"other: expected the same samples ({self.n_samples}), got {other.n_samples}"
+            )
+        if self.sample_ids is not None and other.sample_ids is not None:
+            if self.sample_ids != other.sample_ids:
+                diff = next(
+                    i
+                    for i, (a, b) in enumerate(zip(self.sample_ids, other.sample_ids, strict=True))
+                    if a != b
+                )
+                raise ValueError(
+                    "other: expected the same sample ids in the same order, first difference at "
+                    f"row {diff}: {self.sample_ids[diff]!r} vs {other.sample_ids[diff]!r}"
+                )
+        clash = sorted(set(self.names) & set(other.names))
+        if clash:
+            raise ValueError(
+                f"other: concept names must not overlap, got {clash[:10]} in both "
+                "(rename with with_prefix())"
+            )
+        if self.is_sparse or other.is_sparse:
+            m = sp.hstack([sp.csr_array(self.matrix), sp.csr_array(other.matrix)], format="csr")
+        else:
+            m = np.hstack([self.matrix, other.matrix])
+
+        def pad(a: list | None, b: list | None, na: int, nb: int) -> list | None:
+            if a is None and b is None:
+                return None
+            return (a if a is not None else [None] * na) + (b if b is not None else [None] * nb)
+
+        parents = None
+        if self.parents is not None or other.parents is not None:
+            parents = {**(self.parents or {}), **(other.parents or {})}
+        sources = [s for s in (self.source, other.source) if s]
+        return ConceptSet(
+            m,
+            self.names + other.names,
+            ids=pad(self.ids, other.ids, self.n_concepts, other.n_concepts),
+            descriptions=pad(
+                self.descriptions, other.descriptions, self.n_concepts, other.n_concepts
+            ),
+            sample_ids=self.sample_ids if self.sample_ids is not None else other.sample_ids,
+            parents=parents,
+            skipped=self.skipped + other.skipped,
+            source=" + ".join(sources) or None,
+        )
+
+    # -- persistence -----------------------------------------------------------------------------
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "format": "invert.ConceptSet",
+            "version": FORMAT_VERSION,
+            "n_samples": self.n_samples,
+            "names": self.names,
+            "ids": self.ids,
+            "descriptions": self.descriptions,
+            "sample_ids": None
+            if self.sample_ids is None
+            else [_json_sample_id(s) for s in self.sample_ids],
+            "parents": self.parents,
+            "skipped": self.skipped,
+            "source": self.source,
+            "sparse": self.is_sparse,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the set to ``path`` and return the path written.
+
+        ``*.parquet`` writes one Parquet file (needs pyarrow): a ``sample_id`` column (when the
+        set has sample ids) and one boolean column per concept, with everything else as JSON in
+        the schema metadata. Any other path writes ``<path>.npz`` (the matrix, dense or CSR) and a
+        JSON sidecar ``<path>.json`` (names, ids, descriptions, sample ids, hierarchy, skips);
+        a ``.npz`` or ``.json`` suffix on ``path`` is replaced. Sample ids must be JSON values
+        (str, int, float, bool, None) or tuples of them.
+        """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path: expected a str or path, got {type(path).__name__}")
+        path = Path(path)
+        meta = self._metadata()
+        try:
+            meta_text = json.dumps(meta, ensure_ascii=False)
+        except TypeError as exc:
+            raise TypeError(
+                "sample_ids: to save, ids must be str/int/float/bool/None or tuples of them "
+                f"({exc})"
+            ) from exc
+        if path.suffix == ".parquet":
+            try:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+            except ImportError as exc:  # pragma: no cover - depends on the environment
+                raise ImportError("saving as Parquet needs pyarrow: pip install pyarrow") from exc
+            dense = self.to_dense()
+            cols = {}
+            names = []
+            if self.sample_ids is not None:
+                cols[_SAMPLE_ID_COLUMN] = pa.array(
+                    [json.dumps(_json_sample_id(s)) for s in self.sample_ids]
+                )
+                names.append(_SAMPLE_ID_COLUMN)
+            arrays = [cols[k] for k in names] + [
+                pa.array(dense[:, j]) for j in range(dense.shape[1])
+            ]
+            # columns are positional; concept names live in the metadata (they may repeat
+            # "sample_id" or be otherwise awkward as column names)
+            col_names = names + [f"c{j}" for j in range(dense.shape[1])]
+            table = pa.Table.from_arrays(arrays, names=col_names)
+            table = table.replace_schema_metadata({"invert.concepts": meta_text})
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, path)
+            return path
+        base = path.with_suffix("") if path.suffix in (".npz", ".json") else path
+        npz = base.with_name(base.name + ".npz")
+        side = base.with_name(base.name + ".json")
+        base.parent.mkdir(parents=True, exist_ok=True)
+        if self.is_sparse:
+            m = sp.csr_array(self.matrix)
+            np.savez_compressed(
+                npz, indptr=m.indptr, indices=m.indices, shape=np.asarray(m.shape, dtype=np.int64)
+            )
+        else:
+            np.savez_compressed(
+                npz,
+                matrix=np.packbits(self.matrix, axis=None),
+                shape=np.asarray(self.matrix.shape, dtype=np.int64),
+            )
+        side.write_text(meta_text, encoding="utf-8")
+        return npz
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ConceptSet:
+        """Read a set written by :meth:`save` (``*.parquet``, or the npz/JSON pair)."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path: expected a str or path, got {type(path).__name__}")
+        path = Path(path)
+        if path.suffix == ".parquet":
+            try:
+                import pyarrow.parquet as pq
+            except ImportError as exc:  # pragma: no cover
+                raise ImportError("loading Parquet needs pyarrow: pip install pyarrow") from exc
+            table = pq.read_table(path)
+            raw = (table.schema.metadata or {}).get(b"invert.concepts")
+            if raw is None:
+                raise ValueError(
+                    f"path: {path} has no invert concept-set metadata; to read a plain table "
+                    "use invert.concepts.from_table"
+                )
+            meta = json.loads(raw)
+            n_c = len(meta["names"])
+            matrix = np.zeros((table.num_rows, n_c), dtype=bool)
+            for j in range(n_c):
+                matrix[:, j] = table.column(f"c{j}").to_numpy(zero_copy_only=False)
+            if meta.get("sparse"):
+                matrix = sp.csr_array(matrix)
+            if meta.get("sample_ids") is not None and _SAMPLE_ID_COLUMN in table.column_names:
+                col = table.column(_SAMPLE_ID_COLUMN).to_pylist()
+                meta["sample_ids"] = [json.loads(s) for s in col]
+        else:
+            base = path.with_suffix("") if path.suffix in (".npz", ".json") else path
+            npz = base.with_name(base.name + ".npz")
+            side = base.with_name(base.name + ".json")
+            for f in (npz, side):
+                if not f.is_file():
+                    raise FileNotFoundError(
+                        f"path: {f} not found (a saved set is a .npz + .json pair)"
+                    )
+            meta = json.loads(side.read_text(encoding="utf-8"))
+            with np.load(npz) as data:
+                shape = tuple(int(x) for x in data["shape"])
+                if "matrix" in data:
+                    bits = np.unpackbits(data["matrix"], count=shape[0] * shape[1])
+                    matrix = bits.reshape(shape).astype(bool)
+                else:
+                    indptr, indices = data["indptr"], data["indices"]
+                    matrix = sp.csr_array(
+                        (np.ones(len(indices), dtype=bool), indices, indptr), shape=shape
+                    )
+        if meta.get("format") != "invert.ConceptSet":
+            raise ValueError(f"path: {path} is not an invert concept set")
+        if int(meta.get("version", 0)) > FORMAT_VERSION:
+            raise ValueError(
+                f"path: {path} has format version {meta['version']}, this invert reads up to "
+                f"{FORMAT_VERSION}; upgrade invert"
+            )
+        sids = meta.get("sample_ids")
+        return cls(
+            matrix,
+            meta["names"],
+            ids=meta.get("ids"),
+            descriptions=meta.get("descriptions"),
+            sample_ids=None if sids is None else [_from_json_sample_id(s) for s in sids],
+            parents=meta.get("parents"),
+            skipped=meta.get("skipped"),
+            source=meta.get("source"),
+            warn_constant=False,
+        )
+
+    # -- builders' helper ----------------------------------------------------------------------
+    @classmethod
+    def from_labels(
+        cls,
+        labels: Sequence[Iterable[str]],
+        *,
+        names: Sequence[str] | None = None,
+        sample_ids: Sequence[Hashable] | None = None,
+        sparse: bool | None = None,
+        **kwargs: Any,
+    ) -> ConceptSet:
+        """Build a set from one iterable of concept names per sample.
+
+        Parameters
+        ----------
+        labels : sequence of iterables of str
+            ``labels[i]`` are the names of the concepts sample ``i`` shows.
+        names : sequence of str, optional
+            Column order; default: order of first appearance. Labels not in ``names`` raise.
+        sparse : bool, optional
+            Store as sparse CSR; default: sparse when under 10% of entries are set and the
+            matrix has over 100,000 entries.
+        **kwargs
+            Passed to :class:`ConceptSet` (ids, descriptions, parents, skipped, source).
+        """
+        if names is None:
+            order: dict[str, int] = {}
+            for row in labels:
+                for c in row:
+                    order.setdefault(c, len(order))
+            names = list(order)
+        index = {c: j for j, c in enumerate(names)}
+        rows: list[int] = []
+        cols: list[int] = []
+        for i, row in enumerate(labels):
+            for c in set(row):
+                if c not in index:
+                    raise ValueError(f"labels: sample {i} has concept {c!r}, not in names")
+                rows.append(i)
+                cols.append(index[c])
+        shape = (len(labels), len(names))
+        m = sp.csr_array(
+            (
+                np.ones(len(rows), dtype=bool),
+                (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)),
+            ),
+            shape=shape,
+        )
+        total = shape[0] * shape[1]
+        if sparse is None:
+            sparse = total > 100_000 and len(rows) < 0.1 * total
+        matrix = m if sparse else m.toarray().astype(bool)
+        return cls(matrix, list(names), sample_ids=sample_ids, **kwargs)

@@ -1,0 +1,269 @@
+"""Concept sets from folder trees: each folder level (and the file name) is a concept."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .core import ConceptSet
+from .util import list_files, normalize_extensions, report_skipped
+from .wordnet import WordNet
+
+__all__ = ["from_folders", "choose_sense", "IMAGE_EXTENSIONS"]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+_SPLIT = re.compile(r"[_\-\s]+")
+
+
+def _candidates(word: str) -> list[str]:
+    """Ways to read a folder/file name as a WordNet noun, most specific first.
+
+    ``'baby_penguin'`` -> ``['baby_penguin', 'penguin', 'baby']``: the whole name, then shorter
+    runs of its tokens ending at the last token, then the other tokens from last to first. Digits
+    are stripped from tokens (``'penguin2'`` -> ``'penguin'``).
+    """
+    toks = [re.sub(r"\d+", "", t) for t in _SPLIT.split(word.strip().lower())]
+    toks = [t for t in toks if len(t) > 1]
+    out: list[str] = []
+    for k in range(len(toks)):
+        out.append("_".join(toks[k:]))
+    out += list(reversed(toks[:-1]))
+    return list(dict.fromkeys(c for c in out if c))
+
+
+def choose_sense(
+    word: str, context: Sequence[str], wordnet: WordNet, context_words: Sequence[str] = ()
+) -> tuple[str | None, str, str | None]:
+    """Pick the WordNet noun sense of a folder or file name.
+
+    Parameters
+    ----------
+    word : str
+        The name (``'penguin'``, ``'birds'``, ``'baby_penguin'``).
+    context : sequence of str
+        WNIDs of the senses already chosen for the enclosing folders, nearest first.
+    wordnet : WordNet
+    context_words : sequence of str
+        The enclosing folder names (nearest first), used when their own sense is unknown.
+
+    Returns
+    -------
+    (wnid or None, rule, lemma used or None)
+        ``rule`` is ``"context:<folder>"`` when the chosen sense has a chosen folder sense (or,
+        failing that, any sense of a folder name) among its hypernyms, ``"first"`` when no sense
+        fits the folders and the first (most frequent) sense is taken, ``"none"`` when the name
+        has no noun sense. The name is read as a whole first, then as shorter runs of its
+        tokens (see ``_candidates``): a reading that fits the folders wins over one that does
+        not (``'chicken_profile'`` under ``birds`` is ``chicken.n.02``); the nearest folder
+        counts first.
+    """
+    ctx_words = list(context_words)
+    ctx_any: list[tuple[str, set[str]]] = []
+    for w in ctx_words:
+        senses: set[str] = set()
+        for cand in _candidates(w)[:1]:
+            senses |= {s.wnid for s in wordnet.senses(cand)}
+        ctx_any.append((w, senses))
+    options: list[tuple[str, list, dict[str, set[str]]]] = []
+    for cand in _candidates(word):
+        senses = wordnet.senses(cand)
+        if senses:
+            closures = {
+                s.wnid: set(wordnet.hypernym_closure(s.wnid, instances=True)) for s in senses
+            }
+            options.append((cand, senses, closures))
+    if not options:
+        return None, "none", None
+    # nearest enclosing folder first; for each, the readings of the name in candidate order
+    for k, ctx in enumerate(context):
+        for cand, senses, closures in options:
+            for s in senses:
+                if ctx in closures[s.wnid]:
+                    label = ctx_words[k] if k < len(ctx_words) else ctx
+                    return s.wnid, f"context:{label}", cand
+    for w, ctx_senses in ctx_any:  # any sense of a folder name
+        for cand, senses, closures in options:
+            for s in senses:
+                if ctx_senses & closures[s.wnid]:
+                    return s.wnid, f"context:{w}", cand
+    cand, senses, _ = options[0]
+    return senses[0].wnid, "first", cand
+
+
+def from_folders(
+    root: str | os.PathLike,
+    *,
+    extensions: Sequence[str] | str | None = None,
+    file_concepts: bool = True,
+    wordnet: bool | WordNet = False,
+    sparse: bool | None = None,
+) -> ConceptSet:
+    """A concept set from a folder tree: each file is a sample, each folder level a concept.
+
+    ``animals/birds/penguin.png`` is labelled ``animals``, ``birds`` and (with
+    ``file_concepts``) ``penguin``. Folders with the same name in different places are one
+    concept. ``parents`` holds the folder nesting (``birds -> [animals]``).
+
+    Parameters
+    ----------
+    root : path
+        The top folder (its own name is not a concept). Sample ids are paths relative to it.
+    extensions : sequence of str, optional
+        Only files with these suffixes (case-insensitive, e.g. :data:`IMAGE_EXTENSIONS`) are
+        samples; others, and hidden files/folders, are skipped and recorded in ``.skipped``.
+    file_concepts : bool, default True
+        Also make a concept of each file name without its extension.
+    wordnet : bool or WordNet, default False
+        Map names to WordNet noun synsets instead (``True`` uses :meth:`WordNet.default`): each
+        folder name and file name gets one sense (see :func:`choose_sense`: the sense whose
+        hypernyms include a sense of an enclosing folder, else the first sense), and the sample
+        is labelled with those synsets and all their hypernyms (instance-hypernym links
+        followed too). Concept names are then synset names (``penguin.n.01``), ids WNIDs
+        (``n02056570``, aligned with ImageNet class WNIDs), descriptions definitions, and
+        ``parents`` the hypernym links. The choice for each name is in ``.sense_choices``;
+        names without a noun sense are recorded in ``.skipped``.
+
+    Notes
+    -----
+    Files directly in ``root`` have no folder concept; they are kept (with their file concept,
+    or none) and, when left without any concept, warned about and listed by
+    ``unlabelled_samples``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"root: expected an existing folder, got {str(root)!r}")
+    exts = normalize_extensions(extensions)
+    if wordnet is True:
+        wn: WordNet | None = WordNet.default()
+    elif wordnet is False or wordnet is None:
+        wn = None
+    elif isinstance(wordnet, WordNet):
+        wn = wordnet
+    else:
+        raise TypeError(f"wordnet: expected a bool or WordNet, got {type(wordnet).__name__}")
+    files, skipped = list_files(root, exts)
+    if not files:
+        raise ValueError(f"root: no sample files under {str(root)!r} (extensions {exts})")
+    report_skipped(skipped, "from_folders")
+    paths = [f.split("/") for f in files]
+    if wn is None:
+        rows: list[list[str]] = []
+        parents: dict[str, list[str]] = {}
+        for parts in paths:
+            levels = parts[:-1] + ([Path(parts[-1]).stem] if file_concepts else [])
+            rows.append(levels)
+            for k in range(1, len(levels)):
+                ps = parents.setdefault(levels[k], [])
+                if levels[k - 1] not in ps and levels[k - 1] != levels[k]:
+                    ps.append(levels[k - 1])
+            if levels:
+                parents.setdefault(levels[0], [])
+        names = list(dict.fromkeys(c for r in rows for c in r))
+        cs = ConceptSet.from_labels(
+            rows,
+            names=names,
+            sample_ids=files,
+            sparse=sparse,
+            parents=parents,
+            skipped=skipped,
+            source=f"folder tree {root}",
+        )
+    else:
+        cs = _wordnet_folders(root, files, paths, file_concepts, wn, skipped, sparse)
+    empty = cs.unlabelled_samples
+    if len(empty):
+        import warnings
+
+        msg = (
+            f"from_folders: {len(empty)} sample(s) have no concept (kept; see "
+            f".unlabelled_samples), e.g. {[files[i] for i in empty[:5]]}"
+        )
+        logger.info(msg)
+        warnings.warn(msg, UserWarning, stacklevel=2)
+    return cs
+
+
+def _wordnet_folders(root, files, paths, file_concepts, wn, skipped, sparse) -> ConceptSet:
+    choices: dict[tuple[str, ...], dict[str, Any]] = {}
+
+    def choose(chain: tuple[str, ...]) -> dict[str, Any]:
+        """Sense of the last name in ``chain`` given the names above it."""
+        if chain in choices:
+            return choices[chain]
+        above = [choose(chain[:k]) for k in range(len(chain) - 1, 0, -1)]  # nearest first
+        ctx = [a["wnid"] for a in above if a["wnid"]]
+        ctx_words = [a["word"] for a in above if a["wnid"]]
+        all_words = list(reversed(chain[:-1]))
+        wnid, rule, lemma = choose_sense(chain[-1], ctx, wn, ctx_words or all_words)
+        rec = {
+            "word": chain[-1],
+            "path": "/".join(chain),
+            "wnid": wnid,
+            "name": wn.synset(wnid).name if wnid else None,
+            "lemma": lemma,
+            "rule": rule,
+        }
+        choices[chain] = rec
+        if wnid is None:
+            skipped.append(
+                {
+                    "item": "/".join(chain),
+                    "reason": f"no WordNet noun sense for {chain[-1]!r} (name not expanded)",
+                }
+            )
+        return rec
+
+    rows: list[list[str]] = []
+    used: dict[str, None] = {}
+    closure_cache: dict[str, list[str]] = {}
+    for parts in paths:
+        chain = list(parts[:-1])
+        if file_concepts:
+            chain.append(Path(parts[-1]).stem)
+        labels: list[str] = []
+        for k in range(1, len(chain) + 1):
+            rec = choose(tuple(chain[:k]))
+            if rec["wnid"] is None:
+                continue
+            w = rec["wnid"]
+            if w not in closure_cache:
+                closure_cache[w] = [w, *wn.hypernym_closure(w, instances=True)]
+            labels.extend(closure_cache[w])
+        labels = list(dict.fromkeys(labels))
+        for w in labels:
+            used.setdefault(w, None)
+        rows.append(labels)
+    n_missing = sum(1 for r in choices.values() if r["wnid"] is None)
+    if n_missing:
+        report_skipped([s for s in skipped if "WordNet" in s["reason"]], "from_folders")
+    wnids = list(used)
+    name_of = {w: wn.synset(w).name for w in wnids}
+    kept = set(wnids)
+    parents = {
+        name_of[w]: [
+            name_of[h]
+            for h in wn.synset(w).hypernyms + wn.synset(w).instance_hypernyms
+            if h in kept
+        ]
+        for w in wnids
+    }
+    cs = ConceptSet.from_labels(
+        [[name_of[w] for w in r] for r in rows],
+        names=[name_of[w] for w in wnids],
+        sample_ids=files,
+        sparse=sparse,
+        ids=wnids,
+        descriptions=[wn.synset(w).definition for w in wnids],
+        parents=parents,
+        skipped=skipped,
+        source=f"folder tree {root} with WordNet senses",
+    )
+    cs.sense_choices = list(choices.values())  # type: ignore[attr-defined]
+    return cs

@@ -1,0 +1,214 @@
+"""Result objects of :func:`invert.explain`: explanations per unit, and their exports."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .formula import Formula
+
+__all__ = ["Explanation", "UnitExplanations", "ExplanationResult", "COLUMNS"]
+
+#: Columns of the tabular export, one row per (unit, rank).
+COLUMNS = (
+    "unit", "rank", "formula", "auroc", "p_value", "log10_p_value", "fraction", "support",
+    "length", "reason",
+)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One formula explaining one unit.
+
+    Attributes
+    ----------
+    formula : Formula
+        ``str(formula)`` prints concept names (or column indices when there are none);
+        ``formula.evaluate(labels)`` gives its bool mask over samples.
+    auroc : float
+        Exact AUROC of the formula's mask against the unit's activations.
+    fraction, support : float, int
+        Share and number of samples where the formula holds.
+    length : int
+        Number of literals.
+    p_value, log10_p_value : float
+        Two-sided Mann-Whitney p-value (as ``scipy.stats.mannwhitneyu`` with
+        ``method='auto'``) and its log10, which does not underflow.
+    unit : int
+        Position of the unit in the activations; ``rank``: 0 for the best.
+    """
+
+    formula: Formula
+    auroc: float
+    fraction: float
+    support: int
+    length: int
+    p_value: float
+    log10_p_value: float
+    unit: int = 0
+    rank: int = 0
+
+    def evaluate(self, labels) -> np.ndarray:
+        """The formula's bool mask over the rows of ``labels`` (N, C)."""
+        return self.formula.evaluate(labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "formula": str(self.formula),
+            "auroc": self.auroc,
+            "p_value": self.p_value,
+            "log10_p_value": self.log10_p_value,
+            "fraction": self.fraction,
+            "support": self.support,
+            "length": self.length,
+        }
+
+
+class UnitExplanations(list):
+    """Best-first list of :class:`Explanation` for one unit.
+
+    ``reason`` says why the list is empty (a constant unit, nothing within the fraction
+    limits) and is ``None`` otherwise; ``unit_id`` names the unit.
+    """
+
+    def __init__(self, items: Sequence[Explanation] = (), *, unit: int = 0,
+                 unit_id: Any = None, reason: str | None = None):
+        super().__init__(items)
+        self.unit = unit
+        self.unit_id = unit if unit_id is None else unit_id
+        self.reason = reason
+
+    @property
+    def best(self) -> Explanation | None:
+        return self[0] if self else None
+
+    def __repr__(self) -> str:
+        if not self:
+            return f"UnitExplanations(unit={self.unit_id!r}, reason={self.reason!r})"
+        return f"UnitExplanations(unit={self.unit_id!r}, {list.__repr__(self)})"
+
+
+@dataclass
+class ExplanationResult:
+    """Explanations of every unit of a layer; ``result[k]`` is unit ``k``'s ranked list.
+
+    Attributes
+    ----------
+    units : list of UnitExplanations
+    concept_names : list of str or None
+    undefined_concepts : list of str
+        Concepts that are all-zero or all-one (AUROC undefined; never used in formulas).
+    params : dict
+        The search parameters.
+    """
+
+    units: list[UnitExplanations]
+    concept_names: list[str] | None = None
+    undefined_concepts: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    n_samples: int = 0
+
+    def __getitem__(self, k: int) -> UnitExplanations:
+        return self.units[k]
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def __iter__(self) -> Iterator[UnitExplanations]:
+        return iter(self.units)
+
+    @property
+    def unit_ids(self) -> list[Any]:
+        return [u.unit_id for u in self.units]
+
+    def best(self) -> list[Explanation | None]:
+        """The best explanation of each unit (``None`` where there is none)."""
+        return [u.best for u in self.units]
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One dict per (unit, rank); a unit without explanation gives one row with its
+        ``reason`` and empty statistics."""
+        rows: list[dict[str, Any]] = []
+        for u in self.units:
+            if not u:
+                rows.append({c: None for c in COLUMNS} | {"unit": u.unit_id, "reason": u.reason})
+                continue
+            for e in u:
+                rows.append({"unit": u.unit_id, "rank": e.rank, **e.to_dict(), "reason": None})
+        return rows
+
+    def to_dataframe(self):
+        """A pandas DataFrame with :data:`COLUMNS`, one row per (unit, rank)."""
+        try:
+            import pandas as pd
+        except ImportError as err:  # pragma: no cover - depends on environment
+            raise ImportError("to_dataframe needs pandas: pip install pandas") from err
+        df = pd.DataFrame.from_records(self.to_records(), columns=list(COLUMNS))
+        for col in ("rank", "support", "length"):
+            df[col] = df[col].astype("Int64")
+        return df
+
+    def to_csv(self, path=None) -> str | None:
+        """Write (or return, when ``path`` is None) the table as CSV."""
+        return self.to_dataframe().to_csv(path, index=False)
+
+    def to_unit_records(self, layer: str | None = None) -> list[dict[str, Any]]:
+        """One dict per unit: ``layer``, ``unit``, ``reason`` and the best-first
+        ``explanations`` list (the JSON Lines schema of the CLI)."""
+        return [
+            {
+                "layer": layer,
+                "unit": u.unit_id,
+                "reason": u.reason,
+                "explanations": [e.to_dict() for e in u],
+            }
+            for u in self.units
+        ]
+
+    def to_json(self, path=None, *, layer: str | None = None) -> str | None:
+        """JSON document with the parameters and one record per unit."""
+        doc = {
+            "params": self.params,
+            "n_samples": self.n_samples,
+            "concept_names": self.concept_names,
+            "undefined_concepts": self.undefined_concepts,
+            "units": self.to_unit_records(layer),
+        }
+        text = json.dumps(_json_safe(doc), indent=1, allow_nan=False)
+        if path is None:
+            return text
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return None
+
+    def summary(self, top: int = 10) -> str:
+        """A plain-text table of the best explanation of the ``top`` units by AUROC."""
+        best = [(u.unit_id, u.best, u.reason) for u in self.units]
+        best.sort(key=lambda t: -(t[1].auroc if t[1] is not None else -math.inf))
+        lines = [f"{'unit':>8}  {'AUROC':>6}  {'log10 p':>8}  {'frac':>6}  formula"]
+        for uid, e, reason in best[:top]:
+            if e is None:
+                lines.append(f"{uid!s:>8}  {'-':>6}  {'-':>8}  {'-':>6}  ({reason})")
+            else:
+                lines.append(
+                    f"{uid!s:>8}  {e.auroc:6.3f}  {e.log10_p_value:8.1f}  {e.fraction:6.3f}  "
+                    f"{e.formula}"
+                )
+        return "\n".join(lines)
+
+
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
