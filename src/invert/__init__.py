@@ -14,6 +14,8 @@ Examples
 '0'
 """
 
+from .concepts import ConceptSet
+from .extract import ActivationSet, collect_activations
 from .formula import And, Formula, Literal, Or, parse_formula
 from .result import Explanation, ExplanationResult, UnitExplanations
 from .search import explain
@@ -24,6 +26,9 @@ __version__ = "0.1.0"
 __all__ = [
     "explain",
     "auroc",
+    "ConceptSet",
+    "ActivationSet",
+    "collect_activations",
     "Formula",
     "Literal",
     "And",

@@ -41,6 +41,9 @@ class Explanation:
         ``method='auto'``) and its log10, which does not underflow.
     unit : int
         Position of the unit in the activations; ``rank``: 0 for the best.
+    extras : dict
+        Further statistics (held-out figures, confidence intervals, other metrics), exported
+        as extra columns / JSON fields.
     """
 
     formula: Formula
@@ -52,6 +55,7 @@ class Explanation:
     log10_p_value: float
     unit: int = 0
     rank: int = 0
+    extras: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def evaluate(self, labels) -> np.ndarray:
         """The formula's bool mask over the rows of ``labels`` (N, C)."""
@@ -66,6 +70,7 @@ class Explanation:
             "fraction": self.fraction,
             "support": self.support,
             "length": self.length,
+            **self.extras,
         }
 
 
@@ -148,7 +153,9 @@ class ExplanationResult:
             import pandas as pd
         except ImportError as err:  # pragma: no cover - depends on environment
             raise ImportError("to_dataframe needs pandas: pip install pandas") from err
-        df = pd.DataFrame.from_records(self.to_records(), columns=list(COLUMNS))
+        records = self.to_records()
+        extra_cols = sorted({k for r in records for k in r} - set(COLUMNS))
+        df = pd.DataFrame.from_records(records, columns=list(COLUMNS) + extra_cols)
         for col in ("rank", "support", "length"):
             df[col] = df[col].astype("Int64")
         return df

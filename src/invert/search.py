@@ -382,7 +382,7 @@ class _ChunkSearch:
 
     # -- scoring helpers
     def _keys(self, s2: torch.Tensor, n1: torch.Tensor, ok: torch.Tensor | None):
-        """(score within fraction limits, score) with -inf where excluded."""
+        """(score within the fraction limits, score outside them), -inf where excluded."""
         n = float(self.n)
         auc = (s2 - n1 * (n1 + 1.0)) / (2.0 * n1 * (n - n1))  # NaN where n1 is 0 or n
         if self.sign < 0:
@@ -391,7 +391,7 @@ class _ChunkSearch:
         if ok is not None:
             score = score.masked_fill_(~ok, _NEG_INF)
         inside = (n1 >= self.lo) & (n1 <= self.hi)
-        return torch.where(inside, score, _NEG_INF), score
+        return torch.where(inside, score, _NEG_INF), score.masked_fill_(inside, _NEG_INF)
 
     def _select(self, key: torch.Tensor, want: int, build, sig_of, prior: _Beam | None,
                 tiepos=None) -> _Beam:
@@ -432,12 +432,13 @@ class _ChunkSearch:
         else:
             self.h_lit = torch.zeros_like(self.n_lit)
         def_lit = (self.n_lit > 0) & (self.n_lit < n)
-        key_in, key_all = self._keys(self.s_lit, self.n_lit, None)
+        key_in, key_out = self._keys(self.s_lit, self.n_lit, None)
         self.undefined = ~def_lit[0, :c]
 
         # extension literals: depth-1 order, then by |AUROC - 0.5| descending (stable)
         auc_lit = auroc_from_ranksum(self.s_lit, self.n_lit, float(n))
-        order1 = torch.argsort(-key_all, dim=1, stable=True)
+        score_lit = torch.where(def_lit, self.sign * auc_lit, _NEG_INF)
+        order1 = torch.argsort(-score_lit, dim=1, stable=True)
         diff = torch.where(def_lit, (auc_lit - 0.5).abs(), -1.0)
         ext = torch.gather(order1, 1, torch.argsort(-torch.gather(diff, 1, order1), dim=1,
                                                     stable=True))
@@ -474,12 +475,15 @@ class _ChunkSearch:
                                 for a in (self.n_lit, self.s_lit, self.h_lit)], dim=-1)
 
         b = p.beam_size
-        bx = _EXPLORE_FACTOR * b if p.dedupe else 0
+        # formulas outside the fraction limits are kept apart (as seeds) only where some
+        # can exist: 0 < support < N and outside [lo, hi]
+        can_be_outside = self.lo > 1 or self.hi < n - 1
+        bx = _EXPLORE_FACTOR * b if p.dedupe and can_be_outside else 0
         best = self._select(key_in, b, build_literals, sig_literals, None)
         beam = best
         if bx:
-            beam = _Beam.cat(best, self._select(key_all, bx, build_literals, sig_literals,
-                                                best))
+            beam = _Beam.cat(best, self._select(key_out, bx, build_literals, sig_literals,
+                                                None))
         for _depth in range(2, L + 1):
             best, beam = self._step(beam, b, bx)
         return best, self.undefined
@@ -526,12 +530,12 @@ class _ChunkSearch:
         if self.p.dedupe:
             # b & l == b, b & l == l, b | l == b, b | l == l: not new formulas
             ok = ok & (n_c != nb.unsqueeze(3)) & (n_c != nl.unsqueeze(3))
-        key_in, key_all = self._keys(s_c, n_c, ok)
+        key_in, key_out = self._keys(s_c, n_c, ok)
         del ok
-        key_in, key_all = key_in.reshape(k, -1), key_all.reshape(k, -1)
+        key_in, key_out = key_in.reshape(k, -1), key_out.reshape(k, -1)
         s_c, n_c = s_c.reshape(k, -1), n_c.reshape(k, -1)
 
-        bkey_in, bkey_all = self._keys(beam.s2, beam.n1, beam.valid)
+        bkey_in, bkey_out = self._keys(beam.s2, beam.n1, beam.valid)
         ls = self.ls
 
         def tiepos(r: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
@@ -581,8 +585,8 @@ class _ChunkSearch:
         best = self._select(torch.cat([bkey_in, key_in], dim=1), b, build, sig_of, None,
                             tiepos)
         if bx:
-            explore = self._select(torch.cat([bkey_all, key_all], dim=1), bx, build, sig_of,
-                                   best, tiepos)
+            explore = self._select(torch.cat([bkey_out, key_out], dim=1), bx, build, sig_of,
+                                   None, tiepos)
             return best, _Beam.cat(best, explore)
         return best, best
 

@@ -1,0 +1,277 @@
+"""The output folder of a run: writing it (:func:`save_run`) and reading it back (:func:`load_run`).
+
+Layout of ``OUT/``::
+
+    explanations.jsonl     one record per unit: layer, unit, reason, explanations (best first)
+    explanations.csv       one row per (layer, unit, rank); a unit without explanation: one row
+    explanations.parquet   the same table (needs pandas + pyarrow)
+    run.json               parameters, layers (unit ids, labels), sample ids, invert version
+    activations_<layer>.npy  (N, K) float32 activations of each layer, for the report
+    concepts.npz, concepts.json  the concept set (:meth:`ConceptSet.save`)
+    report/                the HTML report (:func:`invert.report.build_report`)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from invert.concepts import ConceptSet
+from invert.result import COLUMNS, ExplanationResult
+
+__all__ = ["save_run", "load_run", "RunData", "layer_slug", "unit_slug", "RUN_FILE"]
+
+logger = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+JSONL_FILE = "explanations.jsonl"
+CSV_FILE = "explanations.csv"
+PARQUET_FILE = "explanations.parquet"
+CONCEPTS_BASE = "concepts"
+FORMAT_VERSION = 1
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
+
+
+def layer_slug(layer: str) -> str:
+    """A file-name-safe form of a layer name (``""``, the model output, is ``"output"``)."""
+    s = _UNSAFE.sub("_", str(layer)).strip("._")
+    return s or "output"
+
+
+def unit_slug(unit: Any) -> str:
+    """A file-name-safe form of a unit id (``"12@3,4"`` -> ``"12_3_4"``)."""
+    s = _UNSAFE.sub("_", str(unit)).strip("._")
+    return s or "unit"
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _invert_version() -> str:
+    try:
+        from invert import __version__
+
+        return str(__version__)
+    except ImportError:  # pragma: no cover - circular import guard
+        return "unknown"
+
+
+def save_run(
+    out: str | os.PathLike,
+    results: Mapping[str, ExplanationResult],
+    activations: Mapping[str, Any],
+    concepts: ConceptSet,
+    *,
+    params: Mapping[str, Any] | None = None,
+    sample_ids: Sequence[Any] | None = None,
+    images_root: str | os.PathLike | None = None,
+    unit_labels: Mapping[str, Sequence[str]] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the explanations and what the report needs into the folder ``out``.
+
+    Parameters
+    ----------
+    out : path
+        The output folder (created).
+    results : mapping of str to ExplanationResult
+        Layer name -> result of :func:`invert.explain` on that layer.
+    activations : mapping of str to array-like (N, K)
+        Layer name -> the activations explained (same unit order as the result).
+    concepts : ConceptSet
+        The concepts, rows aligned with the activations.
+    params : mapping, optional
+        Search and run parameters, stored in ``run.json``.
+    sample_ids : sequence, optional
+        One id per sample (default: the concept set's sample ids, else ``0..N-1``).
+    images_root : path, optional
+        Folder that the sample ids (relative image paths) live under; the report then shows
+        thumbnails.
+    unit_labels : mapping of str to sequence of str, optional
+        Layer -> a human label per unit (e.g. class names of logits).
+    extra : mapping, optional
+        More entries for ``run.json``.
+
+    Returns
+    -------
+    pathlib.Path
+        The path of ``run.json``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if set(results) != set(activations):
+        raise ValueError(
+            f"activations: expected the layers of results {sorted(results)}, got "
+            f"{sorted(activations)}"
+        )
+    n = concepts.n_samples
+    if sample_ids is None:
+        sample_ids = concepts.sample_ids if concepts.sample_ids is not None else list(range(n))
+    sample_ids = list(sample_ids)
+    if len(sample_ids) != n:
+        raise ValueError(f"sample_ids: expected {n} ids (one per sample), got {len(sample_ids)}")
+    layers_meta: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
+    frames = []
+    slugs: set[str] = set()
+    for layer, res in results.items():
+        vals = np.asarray(activations[layer], dtype=np.float32)
+        if vals.ndim == 1:
+            vals = vals[:, None]
+        if vals.shape != (n, len(res)):
+            raise ValueError(
+                f"activations[{layer!r}]: expected shape ({n}, {len(res)}), got {vals.shape}"
+            )
+        slug = layer_slug(layer)
+        while slug in slugs:
+            slug += "_"
+        slugs.add(slug)
+        act_file = f"activations_{slug}.npy"
+        np.save(out / act_file, vals)
+        labels = None if unit_labels is None else unit_labels.get(layer)
+        if labels is not None and len(labels) != len(res):
+            raise ValueError(
+                f"unit_labels[{layer!r}]: expected {len(res)} labels, got {len(labels)}"
+            )
+        layers_meta.append({
+            "name": layer,
+            "slug": slug,
+            "n_units": len(res),
+            "unit_ids": list(res.unit_ids),
+            "unit_labels": None if labels is None else [str(x) for x in labels],
+            "activations": act_file,
+            "undefined_concepts": list(res.undefined_concepts),
+        })
+        records.extend(res.to_unit_records(layer))
+        frames.append((layer, res))
+    with open(out / JSONL_FILE, "w", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(json.dumps(_json_safe(rec), allow_nan=False) + "\n")
+    _write_tables(out, frames)
+    concepts.save(out / CONCEPTS_BASE)
+    meta = {
+        "format": "invert.run",
+        "format_version": FORMAT_VERSION,
+        "invert_version": _invert_version(),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "params": dict(params or {}),
+        "n_samples": n,
+        "sample_ids": sample_ids,
+        "images_root": None if images_root is None else str(Path(images_root).resolve()),
+        "layers": layers_meta,
+        "concepts": {
+            "file": CONCEPTS_BASE + ".npz",
+            "n_concepts": concepts.n_concepts,
+            "names": list(concepts.names),
+            "parents": concepts.parents,
+        },
+        "files": {"jsonl": JSONL_FILE, "csv": CSV_FILE, "parquet": PARQUET_FILE},
+    }
+    meta.update(dict(extra or {}))
+    path = out / RUN_FILE
+    path.write_text(json.dumps(_json_safe(meta), indent=1, allow_nan=False), encoding="utf-8")
+    return path
+
+
+def _write_tables(out: Path, frames: list[tuple[str, ExplanationResult]]) -> None:
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - depends on the environment
+        logger.warning("pandas is not installed: explanations.csv/.parquet not written "
+                       "(pip install 'invert[cli]')")
+        return
+    cols = ["layer", *COLUMNS]
+    parts = []
+    for layer, res in frames:
+        df = res.to_dataframe()
+        df.insert(0, "layer", layer)
+        parts.append(df)
+    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+    df["unit"] = df["unit"].astype(str)
+    df.to_csv(out / CSV_FILE, index=False)
+    try:
+        df.to_parquet(out / PARQUET_FILE, index=False)
+    except ImportError:  # pragma: no cover - depends on the environment
+        logger.warning("pyarrow is not installed: explanations.parquet not written")
+
+
+@dataclass
+class RunData:
+    """A run read back from its output folder (see :func:`load_run`)."""
+
+    out: Path
+    meta: dict[str, Any]
+    records: dict[str, list[dict[str, Any]]]
+    concepts: ConceptSet
+    activations: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def layers(self) -> list[dict[str, Any]]:
+        return list(self.meta["layers"])
+
+    @property
+    def sample_ids(self) -> list[Any]:
+        return list(self.meta["sample_ids"])
+
+
+def load_run(out: str | os.PathLike) -> RunData:
+    """Read an output folder written by :func:`save_run` (activations are memory-mapped).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``out`` has no ``run.json`` or a file it names is missing.
+    ValueError
+        When ``run.json`` is not an invert run.
+    """
+    out = Path(out)
+    path = out / RUN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{out}: not an invert output folder (no {RUN_FILE}; make one with 'invert explain')"
+        )
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if meta.get("format") != "invert.run":
+        raise ValueError(f"{path}: not an invert run description")
+    records: dict[str, list[dict[str, Any]]] = {lay["name"]: [] for lay in meta["layers"]}
+    jsonl = out / JSONL_FILE
+    if not jsonl.is_file():
+        raise FileNotFoundError(f"{jsonl}: missing")
+    with open(jsonl, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                rec = json.loads(line)
+                records.setdefault(rec["layer"], []).append(rec)
+    concepts = ConceptSet.load(out / meta["concepts"]["file"])
+    acts = {}
+    for lay in meta["layers"]:
+        f = out / lay["activations"]
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: missing (needed to draw the report)")
+        acts[lay["name"]] = np.load(f, mmap_mode="r")
+    return RunData(out=out, meta=meta, records=records, concepts=concepts, activations=acts)

@@ -1,0 +1,394 @@
+"""Metrics beside AUROC, AUROC confidence intervals and multiple-testing corrections.
+
+Part of :mod:`invert.trust` (import from there). Pure functions of arrays: no I/O.
+
+Definitions (for a unit's activations ``a`` over N samples and a formula's 0/1 mask ``m``
+with ``n1`` samples inside and ``n0 = N - n1`` outside):
+
+``auroc``
+    Mann-Whitney ``U / (n1 n0)`` from mid-ranks (ties count 1/2), as
+    ``sklearn.metrics.roc_auc_score(m, a)``.
+``auprc``
+    Average precision of ranking samples by ``a`` to retrieve the mask, exactly as
+    ``sklearn.metrics.average_precision_score(m, a)``: ``sum_k (R_k - R_{k-1}) P_k`` over the
+    distinct activation values as thresholds, highest first (tied samples enter together).
+``mad``
+    Mean activation difference ``(mean(a | m) - mean(a | ~m)) / std(a | ~m)`` with the
+    sample standard deviation (``ddof=1``) of the outside activations.
+``point_biserial``
+    Pearson correlation of ``a`` with the 0/1 mask (``scipy.stats.pointbiserialr``).
+``top_precision``, ``top_recall``, ``top_f1``, ``top_iou``
+    The unit's top-q set ``T`` is every sample whose activation is at least the
+    ``k``-th largest, ``k = ceil(q N)`` (ties at the threshold are all included, so ``T`` can
+    hold more than ``k`` samples; it is order-free). Precision ``|T & m| / |T|``, recall
+    ``|T & m| / n1``, F1 ``2 |T & m| / (|T| + n1)`` and IoU ``|T & m| / |T | m|``.
+
+Metrics are NaN where undefined (an empty or full mask, a constant outside group for MAD).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from numbers import Real
+
+import numpy as np
+import scipy.sparse as sp
+from scipy import special
+from scipy.stats import rankdata
+
+from ._validate import bad, check_choice, check_fraction
+from .formula import And, Formula, Literal, Or
+
+__all__ = [
+    "METRIC_NAMES",
+    "auroc_ci",
+    "delong_ci",
+    "metrics",
+    "metric_table",
+    "correct_pvalues",
+    "formula_masks",
+]
+
+#: Keys of :func:`metrics` (besides ``auroc``), in export order.
+METRIC_NAMES = (
+    "auprc", "mad", "point_biserial", "top_precision", "top_recall", "top_f1", "top_iou",
+)
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_level(level) -> float:
+    if isinstance(level, bool) or not isinstance(level, Real) or not 0.0 < float(level) < 1.0:
+        raise bad("level", "a number in (0, 1)", level)
+    return float(level)
+
+
+def _check_q(top_q) -> float:
+    if isinstance(top_q, bool) or not isinstance(top_q, Real) or not 0.0 < float(top_q) <= 1.0:
+        raise bad("top_q", "a number in (0, 1]", top_q)
+    return float(top_q)
+
+
+# ----------------------------------------------------------------------------- intervals
+
+
+def auroc_ci(auroc, n_pos, n_neg, level: float = 0.95, method: str = "hanley-mcneil"):
+    """Confidence interval of an AUROC from its value and group sizes (vectorised).
+
+    Hanley & McNeil (1982): ``Var = (A (1 - A) + (n1 - 1)(Q1 - A^2) + (n0 - 1)(Q2 - A^2))
+    / (n1 n0)`` with ``Q1 = A / (2 - A)`` and ``Q2 = 2 A^2 / (1 + A)``, and a Wald interval
+    ``A -/+ z sqrt(Var)`` clipped to [0, 1]. It needs only the summary figures, so it serves
+    whole tables at once; when the scores are at hand :func:`delong_ci` (non-parametric,
+    used for the held-out figures of :func:`invert.trust.explain_holdout`) is preferable.
+
+    Parameters
+    ----------
+    auroc, n_pos, n_neg : array-like
+        AUROC values and the numbers of positive (inside) and negative samples; broadcast.
+    level : float, default 0.95
+        Coverage of the two-sided interval.
+    method : {"hanley-mcneil"}
+        The variance formula (the only one that needs no scores).
+
+    Returns
+    -------
+    low, high : numpy.ndarray (or float for scalar input)
+        NaN where ``auroc`` is NaN or a group is empty.
+
+    Examples
+    --------
+    >>> low, high = auroc_ci(0.8, 50, 200)
+    >>> round(float(low), 3), round(float(high), 3)
+    (0.729, 0.871)
+    """
+    level = _check_level(level)
+    check_choice("method", method, ("hanley-mcneil",))
+    a = np.asarray(auroc, dtype=np.float64)
+    n1 = np.asarray(n_pos, dtype=np.float64)
+    n0 = np.asarray(n_neg, dtype=np.float64)
+    q1 = a / (2.0 - a)
+    q2 = 2.0 * a * a / (1.0 + a)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = (a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0)
+        var = np.where((n1 > 0) & (n0 > 0), np.maximum(var, 0.0), np.nan)
+    z = special.ndtri(0.5 + level / 2.0)
+    half = z * np.sqrt(var)
+    low, high = np.clip(a - half, 0.0, 1.0), np.clip(a + half, 0.0, 1.0)
+    if low.ndim == 0:
+        return float(low), float(high)
+    return low, high
+
+
+def _delong_batch(ranks: np.ndarray, masks: np.ndarray, level: float):
+    """DeLong interval for each row of ``masks`` (F, N) against one unit's mid-ranks."""
+    z = special.ndtri(0.5 + level / 2.0)
+    f = masks.shape[0]
+    low = np.full(f, np.nan)
+    high = np.full(f, np.nan)
+    se = np.full(f, np.nan)
+    n = ranks.shape[0]
+    for i in range(f):
+        m = masks[i]
+        n1 = int(m.sum())
+        n0 = n - n1
+        if n1 < 2 or n0 < 2:
+            continue
+        rp, rn = ranks[m], ranks[~m]
+        auc = (rp.sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0)
+        v10 = (rp - rankdata(rp)) / n0  # share of negatives below each positive
+        v01 = 1.0 - (rn - rankdata(rn)) / n1  # share of positives above each negative
+        s = math.sqrt(max(0.0, v10.var(ddof=1) / n1 + v01.var(ddof=1) / n0))
+        se[i] = s
+        low[i], high[i] = max(0.0, auc - z * s), min(1.0, auc + z * s)
+    return low, high, se
+
+
+def delong_ci(scores, labels, level: float = 0.95) -> tuple[float, float]:
+    """DeLong (1988) confidence interval of the AUROC of ``scores`` for binary ``labels``.
+
+    The variance is ``S10 / n1 + S01 / n0`` from the structural components (per positive:
+    the share of negatives it outranks, ties 1/2; per negative: the share of positives that
+    outrank it); the interval is Wald, clipped to [0, 1]. NaN with fewer than two samples
+    in a group.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.arange(300) < 100
+    >>> low, high = delong_ci(rng.standard_normal(300) + y, y)
+    >>> bool(low < 0.76 < high)
+    True
+    """
+    level = _check_level(level)
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels).astype(bool).ravel()
+    if y.shape != s.shape:
+        raise bad("labels", f"{s.shape[0]} entries (one per score)", y.shape[0])
+    low, high, _ = _delong_batch(rankdata(s), y[None, :], level)
+    return float(low[0]), float(high[0])
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def metric_table(values: np.ndarray, masks: np.ndarray, top_q: float = 0.05,
+                 ranks: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """All metrics of one unit for several masks at once.
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape (N,)
+        One unit's activations.
+    masks : numpy.ndarray of bool, shape (F, N)
+        The formulas' masks.
+    top_q : float
+        Share of top activations for the top-q metrics.
+    ranks : numpy.ndarray, shape (N,), optional
+        ``scipy.stats.rankdata(values)`` if already computed.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray of shape (F,)
+        ``auroc``, ``n_pos`` and the keys of :data:`METRIC_NAMES`.
+    """
+    a = np.asarray(values, dtype=np.float64).ravel()
+    masks = np.atleast_2d(np.asarray(masks, dtype=bool))
+    n = a.shape[0]
+    mf = masks.astype(np.float64)
+    n1 = mf.sum(axis=1)
+    n0 = n - n1
+    r = rankdata(a) if ranks is None else ranks
+    out: dict[str, np.ndarray] = {"n_pos": n1}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ok = (n1 > 0) & (n0 > 0)
+        out["auroc"] = np.where(ok, (mf @ r - n1 * (n1 + 1) / 2.0) / (n1 * n0), np.nan)
+
+        # AUPRC: cumulative true positives at the end of each group of tied activations
+        order = np.argsort(-a, kind="stable")
+        sa = a[order]
+        ends = np.flatnonzero(np.r_[sa[1:] != sa[:-1], True])
+        tp = np.cumsum(masks[:, order], axis=1, dtype=np.float64)[:, ends]
+        prec = tp / (ends + 1.0)
+        d_tp = np.diff(tp, axis=1, prepend=0.0)
+        out["auprc"] = np.where(n1 > 0, (d_tp * prec).sum(axis=1) / n1, np.nan)
+
+        # moments: centred values keep the sums accurate
+        ac = a - a.mean()
+        s_in = mf @ ac
+        q_in = mf @ (ac * ac)
+        tot, totsq = ac.sum(), float(ac @ ac)
+        mean_in = s_in / n1
+        mean_out = (tot - s_in) / n0
+        var_out = ((totsq - q_in) - n0 * mean_out**2) / (n0 - 1)
+        sd_out = np.sqrt(np.maximum(var_out, 0.0))
+        out["mad"] = np.where(ok & (sd_out > 0), (mean_in - mean_out) / sd_out, np.nan)
+        sd_all = math.sqrt(totsq / n - (tot / n) ** 2)
+        out["point_biserial"] = np.where(
+            ok & (sd_all > 0), (mean_in - mean_out) * np.sqrt(n1 * n0) / (n * sd_all), np.nan)
+
+        k = max(1, math.ceil(top_q * n - 1e-9))
+        thr = np.partition(a, n - k)[n - k]
+        top = a >= thr
+        nt = float(top.sum())
+        inter = mf @ top.astype(np.float64)
+        out["top_precision"] = inter / nt
+        out["top_recall"] = np.where(n1 > 0, inter / n1, np.nan)
+        out["top_f1"] = 2.0 * inter / (nt + n1)
+        out["top_iou"] = inter / (nt + n1 - inter)
+    return out
+
+
+def metrics(activations_1d, mask, *, top_q: float = 0.05) -> dict[str, float]:
+    """AUROC and the other metrics of one formula mask for one unit.
+
+    Parameters
+    ----------
+    activations_1d : array-like, shape (N,)
+        A unit's activations (finite).
+    mask : array-like of bool, shape (N,)
+        Where the formula holds.
+    top_q : float, default 0.05
+        Share of samples counted as the unit's top activations (see the module docstring).
+
+    Returns
+    -------
+    dict
+        ``auroc``, ``auprc``, ``mad``, ``point_biserial``, ``top_precision``,
+        ``top_recall``, ``top_f1``, ``top_iou`` (floats, NaN where undefined).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.array([0.1, 0.9, 0.8, 0.2, 0.7, 0.3])
+    >>> m = np.array([False, True, True, False, False, False])
+    >>> res = metrics(a, m, top_q=1 / 3)
+    >>> res["auprc"], res["top_f1"], res["auroc"]
+    (1.0, 1.0, 1.0)
+    """
+    top_q = _check_q(top_q)
+    a = np.asarray(activations_1d, dtype=np.float64).ravel()
+    m = np.asarray(mask).astype(bool).ravel()
+    if m.shape != a.shape:
+        raise bad("mask", f"{a.shape[0]} entries (one per activation)", m.shape[0])
+    if not np.isfinite(a).all():
+        raise bad("activations_1d", "finite numbers", "non-finite values", raw=True)
+    tab = metric_table(a, m[None, :], top_q)
+    return {k: float(tab[k][0]) for k in ("auroc", *METRIC_NAMES)}
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+class _Columns:
+    """Bool columns of a dense or sparse label matrix, extracted once each."""
+
+    def __init__(self, y):
+        self.sparse = sp.issparse(y)
+        self.y = sp.csc_matrix(y) if self.sparse else np.asarray(y)
+        self.n = y.shape[0]
+        self.cache: dict[int, np.ndarray] = {}
+
+    def col(self, j: int) -> np.ndarray:
+        c = self.cache.get(j)
+        if c is None:
+            if self.sparse:
+                c = np.zeros(self.n, dtype=bool)
+                c[self.y.indices[self.y.indptr[j]:self.y.indptr[j + 1]]] = True
+            else:
+                c = self.y[:, j].astype(bool)
+            self.cache[j] = c
+        return c
+
+    def evaluate(self, f: Formula) -> np.ndarray:
+        if isinstance(f, Literal):
+            c = self.col(f.index)
+            return ~c if f.negated else c
+        if isinstance(f, And):
+            return self.evaluate(f.left) & self.evaluate(f.right)
+        if isinstance(f, Or):
+            return self.evaluate(f.left) | self.evaluate(f.right)
+        return np.asarray(f.evaluate(self.y), dtype=bool)  # pragma: no cover - other nodes
+
+
+def formula_masks(formulas: Sequence[Formula], labels) -> np.ndarray:
+    """Bool masks (F, N) of ``formulas`` over the rows of ``labels`` (dense or sparse),
+    extracting each concept column once.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from invert import parse_formula
+    >>> y = np.array([[1, 0], [0, 1], [1, 1]], dtype=bool)
+    >>> formula_masks([parse_formula("0 & ~1"), parse_formula("1")], y).astype(int).tolist()
+    [[1, 0, 0], [0, 1, 1]]
+    """
+    cols = _Columns(labels)
+    out = np.zeros((len(formulas), labels.shape[0]), dtype=bool)
+    for i, f in enumerate(formulas):
+        out[i] = cols.evaluate(f)
+    return out
+
+
+# ----------------------------------------------------------------------------- corrections
+
+
+def correct_pvalues(p, method: str = "bh") -> np.ndarray:
+    """Benjamini-Hochberg q-values or Holm adjusted p-values across units.
+
+    NaN entries (units without a test) are left NaN and do not count as tests.
+
+    Parameters
+    ----------
+    p : array-like of float, shape (K,)
+        One p-value per unit.
+    method : {"bh", "holm"}
+        ``bh``: ``q_(i) = min_{j >= i} m p_(j) / j`` (false discovery rate; valid under
+        independence and positive dependence). ``holm``: ``min(1, max_{j <= i} (m - j + 1)
+        p_(j))`` (family-wise error rate, any dependence).
+
+    Returns
+    -------
+    numpy.ndarray of float, shape (K,)
+        Adjusted values, capped at 1; reject where ``<= alpha``.
+
+    Examples
+    --------
+    >>> correct_pvalues([0.01, 0.04, 0.03, 0.5], "bh").round(3).tolist()
+    [0.04, 0.053, 0.053, 0.5]
+    >>> correct_pvalues([0.01, 0.04, 0.03, 0.5], "holm").round(3).tolist()
+    [0.04, 0.09, 0.09, 0.5]
+    """
+    method = check_choice("method", method, ("bh", "holm"))
+    arr = np.asarray(p, dtype=np.float64)
+    if arr.ndim != 1:
+        raise bad("p", "a 1-D array of p-values", f"shape {arr.shape}", raw=True)
+    out = np.full(arr.shape, np.nan)
+    ok = ~np.isnan(arr)
+    v = arr[ok]
+    if np.any((v < 0) | (v > 1)):
+        raise bad("p", "p-values in [0, 1] (or NaN)", float(v[(v < 0) | (v > 1)][0]))
+    m = v.size
+    if m == 0:
+        return out
+    order = np.argsort(v, kind="stable")
+    sv = v[order]
+    idx = np.arange(1, m + 1, dtype=np.float64)
+    if method == "bh":
+        adj = np.minimum.accumulate((sv * m / idx)[::-1])[::-1]
+    else:
+        adj = np.maximum.accumulate(sv * (m - idx + 1))
+    res = np.empty(m)
+    res[order] = np.minimum(adj, 1.0)
+    out[ok] = res
+    return out
+
+
+def check_alpha(alpha) -> float:
+    """``alpha`` as a float in (0, 1]."""
+    alpha = check_fraction("alpha", alpha)
+    if alpha == 0.0:
+        raise bad("alpha", "a number in (0, 1]", alpha)
+    return alpha
