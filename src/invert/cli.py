@@ -36,7 +36,6 @@ logger = logging.getLogger(__name__)
 ACTIVATION_SUFFIXES = (".npy", ".pt", ".pth", ".parquet", ".csv")
 CONCEPT_TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
 BUILTIN_MODELS = ("efficientnet-lite0",)
-UNIT_CHUNK = 32
 
 
 class CommandError(Exception):
@@ -227,9 +226,8 @@ def load_model(spec: str):
 
 def explain_layer(values, unit_ids: Sequence[Any], concepts, *, desc: str, progress: bool,
                   **search: Any):
-    """:func:`invert.explain` over chunks of units, with a progress bar; one merged result."""
+    """:func:`invert.explain` of one layer with a progress bar."""
     from invert import explain
-    from invert.result import ExplanationResult
 
     class _Units:
         def __init__(self, v, ids):
@@ -239,25 +237,17 @@ def explain_layer(values, unit_ids: Sequence[Any], concepts, *, desc: str, progr
             return np.asarray(self.v, dtype=dtype)
 
     k = values.shape[1]
-    starts = range(0, k, UNIT_CHUNK)
     bar = _tqdm(total=k, desc=desc, unit="unit", disable=not progress, leave=False)
-    parts = []
+
+    def tick(done: int, total: int) -> None:
+        if bar is not None and hasattr(bar, "update"):
+            bar.update(done - bar.n)
+
     try:
-        for s in starts:
-            chunk = np.ascontiguousarray(values[:, s:s + UNIT_CHUNK])
-            parts.append(explain(_Units(chunk, list(unit_ids[s:s + UNIT_CHUNK])), concepts,
-                                 **search))
-            if bar is not None and hasattr(bar, "update"):
-                bar.update(chunk.shape[1])
+        return explain(_Units(values, list(unit_ids)), concepts, progress=tick, **search)
     finally:
         if bar is not None and hasattr(bar, "close"):
             bar.close()
-    first = parts[0]
-    return ExplanationResult(
-        units=[u for p in parts for u in p.units], concept_names=first.concept_names,
-        undefined_concepts=first.undefined_concepts, params=first.params,
-        n_samples=first.n_samples,
-    )
 
 
 def summary_table(results: dict[str, Any], unit_labels: dict[str, list[str]] | None = None,

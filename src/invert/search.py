@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,44 +54,82 @@ _EXPLORE_FACTOR = 1
 # ----------------------------------------------------------------------------- inputs
 
 
-def _as_activations(activations) -> tuple[torch.Tensor, list[Any] | None]:
+class _Activations:
+    """A validated (N, K) activation source, read a block of units at a time.
+
+    numpy arrays (memory maps included) are not copied whole: blocks of columns are read
+    when needed, so activations larger than memory are searched chunk by chunk."""
+
+    def __init__(self, data: np.ndarray | torch.Tensor):
+        self.data = data
+        self.shape = tuple(data.shape)
+
+    def block(self, sl: slice) -> np.ndarray:
+        """Columns ``sl`` as a numpy array (float, C-contiguous)."""
+        if isinstance(self.data, torch.Tensor):
+            b = self.data[:, sl].detach().cpu().numpy()
+        else:
+            b = np.asarray(self.data[:, sl])
+        if not np.issubdtype(b.dtype, np.floating):
+            b = b.astype(np.float64)
+        return np.ascontiguousarray(b)
+
+    def tensor_block(self, sl: slice, device: torch.device) -> torch.Tensor:
+        if isinstance(self.data, torch.Tensor):
+            return self.data[:, sl].to(device=device, dtype=torch.float64)
+        return torch.from_numpy(self.block(sl)).to(device=device, dtype=torch.float64)
+
+
+def _as_activations(activations) -> tuple[_Activations, list[Any] | None]:
     unit_ids = getattr(activations, "unit_ids", None)
     if isinstance(activations, torch.Tensor):
-        t = activations.detach()
+        arr = activations.detach()
+        if arr.is_complex() or arr.dtype == torch.bool:
+            raise bad("activations", "real numbers", f"dtype {arr.dtype}", exc=TypeError,
+                      raw=True)
+        kind_ok = True
     else:
+        values = getattr(activations, "values", None)
+        if isinstance(values, np.ndarray) and not isinstance(activations, np.ndarray):
+            activations = values  # an activation set: keep its (memory-mapped) array
         try:
-            arr = np.asarray(activations)
+            arr = activations if isinstance(activations, np.ndarray) else np.asarray(
+                activations)
         except Exception as err:  # noqa: BLE001 - report any conversion failure the same way
             raise bad("activations", "an array-like of numbers, shape (N,) or (N, K)",
                       type(activations).__name__, exc=TypeError, raw=True) from err
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
-                                       or arr.dtype == bool):
-            raise bad("activations", "an array-like of numbers, shape (N,) or (N, K)",
-                      f"dtype {arr.dtype}", exc=TypeError, raw=True)
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-    if t.is_complex():
-        raise bad("activations", "real numbers", f"dtype {t.dtype}", exc=TypeError, raw=True)
-    if t.ndim == 1:
-        t = t.unsqueeze(1)
-    if t.ndim != 2:
-        raise bad("activations", "shape (N,) or (N, K)", f"shape {tuple(t.shape)}", raw=True)
-    if t.shape[0] == 0:
+        kind_ok = arr.dtype != object and (np.issubdtype(arr.dtype, np.number)
+                                           or arr.dtype == bool)
+        if np.iscomplexobj(arr):
+            raise bad("activations", "real numbers", f"dtype {arr.dtype}", exc=TypeError,
+                      raw=True)
+    if not kind_ok:
+        raise bad("activations", "an array-like of numbers, shape (N,) or (N, K)",
+                  f"dtype {arr.dtype}", exc=TypeError, raw=True)
+    if arr.ndim == 1:
+        arr = arr.reshape(-1, 1)
+    if arr.ndim != 2:
+        raise bad("activations", "shape (N,) or (N, K)", f"shape {tuple(arr.shape)}", raw=True)
+    if arr.shape[0] == 0:
         raise bad("activations", "at least one sample (row)", "0 rows", raw=True)
-    if t.shape[1] == 0:
+    if arr.shape[1] == 0:
         raise bad("activations", "at least one unit (column)", "0 columns", raw=True)
-    if not t.dtype.is_floating_point:
-        t = t.to(torch.float64)
-    finite = torch.isfinite(t)
-    if not bool(finite.all()):
-        bad_rows, bad_cols = torch.nonzero(~finite, as_tuple=True)
-        raise bad("activations", "finite numbers (no NaN or inf)",
-                  f"{int((~finite).sum())} non-finite values, the first at "
-                  f"row {int(bad_rows[0])}, unit {int(bad_cols[0])}", raw=True)
+    src = _Activations(arr)
+    step = max(1, (1 << 26) // (8 * arr.shape[0]))  # about 64 MiB per check
+    for s0 in range(0, arr.shape[1], step):
+        blk = src.block(slice(s0, s0 + step))
+        finite = np.isfinite(blk)
+        if not finite.all():
+            rows, cols = np.nonzero(~finite)
+            raise bad("activations", "finite numbers (no NaN or inf)",
+                      f"{int((~finite).sum())} non-finite values in units {s0}.."
+                      f"{s0 + blk.shape[1] - 1}, the first at row {int(rows[0])}, "
+                      f"unit {s0 + int(cols[0])}", raw=True)
     if unit_ids is not None:
         unit_ids = list(unit_ids)
-        if len(unit_ids) != t.shape[1]:
+        if len(unit_ids) != arr.shape[1]:
             unit_ids = None
-    return t, unit_ids
+    return src, unit_ids
 
 
 def _as_concepts(concepts, n: int):
@@ -631,9 +670,10 @@ def _search_block(m: int, c: int, p: _Params) -> int:
     return max(1, min(256, (8 << 20) // per_unit))
 
 
-def _resolve_device(device, activations: torch.Tensor) -> torch.device:
+def _resolve_device(device, activations: _Activations) -> torch.device:
     if device is None:
-        return activations.device
+        data = activations.data
+        return data.device if isinstance(data, torch.Tensor) else torch.device("cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
@@ -656,6 +696,7 @@ def explain(
     dedupe: bool = True,
     device=None,
     memory_budget: int | str | None = None,
+    progress: Callable[[int, int], Any] | None = None,
 ) -> ExplanationResult:
     """Explain every unit of a layer with logical formulas over concepts (INVERT).
 
@@ -693,6 +734,9 @@ def explain(
     memory_budget : int or str, optional
         Working memory per chunk of units (bytes, or a size such as ``"2GiB"``);
         default 1 GiB.
+    progress : callable, optional
+        Called as ``progress(units_done, n_units)`` after each block of units (e.g. to
+        update a progress bar).
 
     Returns
     -------
@@ -767,16 +811,16 @@ def explain(
     chunk = _chunk_units(n, m, c, p, budget)
     sub = _search_block(m, c, p)
 
-    acts_np = acts.detach().cpu().numpy()
     units: list[UnitExplanations] = []
     undefined = np.zeros(c, dtype=bool)
     for start in range(0, k_units, chunk):
         sl = slice(start, min(k_units, start + chunk))
+        block = acts.block(sl)  # only this chunk of units is in memory
         if dev.type == "cpu":
-            pr2_np, tie_np = pattern_ranksums(acts_np[:, sl], pats.inverse, m)
+            pr2_np, tie_np = pattern_ranksums(block, pats.inverse, m)
             pr2 = torch.from_numpy(pr2_np)
         else:
-            a = acts[:, sl].to(device=dev, dtype=torch.float64)
+            a = torch.from_numpy(block).to(device=dev, dtype=torch.float64)
             pr2, tie = pattern_ranksums_torch(a, inverse_t, m)
             tie_np = tie.cpu().numpy()
             del a
@@ -787,7 +831,10 @@ def explain(
                                      zhash).run()
             undefined |= und.cpu().numpy()
             units.extend(_to_units(best, tie_np[s0:s1], n, c, start + s0, p, names, unit_ids,
-                                   pats.inverse, acts_np))
+                                   pats.inverse, block[:, s0:s1]))
+            if progress is not None:
+                progress(len(units), k_units)
+        del block
 
     params = {
         "length": length, "beam_size": beam_size, "min_fraction": min_fraction,
@@ -803,7 +850,7 @@ def explain(
 
 
 def _to_units(best: _Beam, tie: np.ndarray, n: int, c: int, start: int, p: _Params, names,
-              unit_ids, inverse: np.ndarray, acts_np: np.ndarray) -> list[UnitExplanations]:
+              unit_ids, inverse: np.ndarray, block: np.ndarray) -> list[UnitExplanations]:
     lits = best.lits.cpu().numpy()
     ops = best.ops.cpu().numpy()
     lens = best.length.cpu().numpy()
@@ -834,7 +881,7 @@ def _to_units(best: _Beam, tie: np.ndarray, n: int, c: int, start: int, p: _Para
             if (min(nn1, n - nn1) <= 8) and tie[i] == 0:
                 # scipy's 'auto' uses the exact distribution here
                 mask = best.mask[i, j].cpu().numpy()[inverse]
-                a_u = acts_np[:, unit].astype(np.float64)
+                a_u = block[:, i].astype(np.float64)
                 p_val = float(sps.mannwhitneyu(a_u[~mask], a_u[mask],
                                                alternative="two-sided", method="auto").pvalue)
                 l_p = math.log10(p_val) if p_val > 0 else l_p

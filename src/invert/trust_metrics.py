@@ -101,7 +101,7 @@ def auroc_ci(auroc, n_pos, n_neg, level: float = 0.95, method: str = "hanley-mcn
     --------
     >>> low, high = auroc_ci(0.8, 50, 200)
     >>> round(float(low), 3), round(float(high), 3)
-    (0.729, 0.871)
+    (0.723, 0.877)
     """
     level = _check_level(level)
     check_choice("method", method, ("hanley-mcneil",))

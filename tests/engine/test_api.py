@@ -166,3 +166,26 @@ def test_multilabel_rows_do_not_collapse_but_work():
 def test_label_matrix_names_must_match():
     with pytest.raises(ValueError, match="concepts.names"):
         invert.explain(np.arange(4.0), LabelMatrix(["a"], np.ones((4, 2), bool)))
+
+
+def test_memory_mapped_activations_are_read_by_chunks(small, tmp_path):
+    path = tmp_path / "acts.npy"
+    np.save(path, np.tile(small.activations, (1, 3)))
+    mm = np.load(path, mmap_mode="r")
+    r1 = invert.explain(np.array(mm), small.concepts, min_fraction=0.01)
+    r2 = invert.explain(mm, small.concepts, min_fraction=0.01, memory_budget="1MiB")
+    assert _flat(r1) == _flat(r2)
+    bad = np.lib.format.open_memmap(tmp_path / "bad.npy", mode="w+", dtype=np.float32,
+                                    shape=mm.shape)
+    bad[:] = mm
+    bad[5, 17] = np.nan
+    bad.flush()
+    with pytest.raises(ValueError, match="row 5, unit 17"):
+        invert.explain(np.load(tmp_path / "bad.npy", mmap_mode="r"), small.concepts)
+
+
+def test_progress_callback_reports_every_unit(small):
+    seen = []
+    invert.explain(small.activations, small.concepts, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (10, 10)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import brute_best
+from _brute import brute_best
 
 import invert
 
