@@ -663,11 +663,15 @@ def _chunk_units(n: int, m: int, c: int, p: _Params, budget: int) -> int:
     return max(1, min(4096, budget // max(1, per_unit)))
 
 
-def _search_block(m: int, c: int, p: _Params) -> int:
-    """Units searched at once: candidate arrays of about 8 MB stay in cache."""
+def _search_block(m: int, c: int, p: _Params, budget: int, device: torch.device) -> int:
+    """Units searched at once. On CPU, candidate arrays of about 8 MB stay in cache; on a
+    GPU, blocks are as large as the memory budget allows (fewer, larger kernels). The masked
+    rank sums over patterns take at most an eighth of the budget."""
     w = p.beam_size * (1 + (_EXPLORE_FACTOR if p.dedupe else 0))
-    per_unit = 8 * w * 4 * c + 8 * 3 * w * m
-    return max(1, min(256, (8 << 20) // per_unit))
+    per_unit_candidates = 8 * w * 4 * c
+    per_unit_patterns = 8 * 4 * w * m
+    cache = (8 << 20) if device.type == "cpu" else budget // 16
+    return max(1, min(4096, cache // per_unit_candidates, (budget // 8) // per_unit_patterns))
 
 
 def _resolve_device(device, activations: _Activations) -> torch.device:
@@ -809,7 +813,7 @@ def explain(
         np.random.default_rng(_HASH_SEED + 1).integers(0, 1 << hash_bits, size=m)
         .astype(np.float64)).to(dev)
     chunk = _chunk_units(n, m, c, p, budget)
-    sub = _search_block(m, c, p)
+    sub = _search_block(m, c, p, budget, dev)
 
     units: list[UnitExplanations] = []
     undefined = np.zeros(c, dtype=bool)
