@@ -701,6 +701,9 @@ def explain(
     device=None,
     memory_budget: int | str | None = None,
     progress: Callable[[int, int], Any] | None = None,
+    holdout: float | None = None,
+    random_state=None,
+    parsimony: float | str | None = "auto",
 ) -> ExplanationResult:
     """Explain every unit of a layer with logical formulas over concepts (INVERT).
 
@@ -741,6 +744,16 @@ def explain(
     progress : callable, optional
         Called as ``progress(units_done, n_units)`` after each block of units (e.g. to
         update a progress bar).
+    holdout : float, optional
+        Share of samples held out: the search runs on the rest (split stratified so that
+        every concept with >= 2 samples lands in both parts), and each returned formula gets
+        its held-out AUROC, DeLong 95% interval, p-value and support as ``holdout_*`` extras
+        (the main figures stay those of the search split). See :mod:`invert.trust`.
+    random_state : int or numpy Generator, optional
+        Seed of the holdout split.
+    parsimony : float, "auto" or None
+        With a holdout: a longer formula replaces a shorter one only when its held-out AUROC
+        is higher by more than this margin ("auto": 0.005; None: off).
 
     Returns
     -------
@@ -781,6 +794,16 @@ def explain(
     >>> round(res[0][0].auroc, 3) > 0.95
     True
     """
+    if holdout is not None:
+        from .trust import explain_holdout
+
+        return explain_holdout(
+            activations, concepts, holdout=holdout, random_state=random_state,
+            parsimony=parsimony,
+            search_kwargs=dict(length=length, beam_size=beam_size, min_fraction=min_fraction,
+                               max_fraction=max_fraction, mode=mode,
+                               limit_search=limit_search, dedupe=dedupe, device=device,
+                               memory_budget=memory_budget, progress=progress))
     length = check_int("length", length, minimum=1)
     beam_size = check_int("beam_size", beam_size, minimum=1)
     min_fraction = check_fraction("min_fraction", min_fraction)

@@ -7,8 +7,12 @@ from scipy.stats import mannwhitneyu
 from sklearn.metrics import roc_auc_score
 
 from invert.synthetic import make_layer
-from invert.trust import delong_ci, explain_holdout, stratified_split
-from invert.trust import _choose  # noqa: PLC2701 - the documented rule itself
+from invert.trust import (
+    _choose,  # noqa: PLC2701 - the documented rule itself
+    delong_ci,
+    explain_holdout,
+    stratified_split,
+)
 
 
 def _both_sides(y, s, h):

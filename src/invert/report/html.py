@@ -258,6 +258,9 @@ def _build(run: RunData, *, images_root, progress: bool, title: str | None) -> P
                 "ci": page.get("ci_index"), "log10_p": page.get("log10_p"),
                 "p_text": page.get("p_text"), "fraction": page.get("fraction"),
                 "support": page.get("support"), "reason": page.get("reason"),
+                "holdout_auroc": page.get("holdout_auroc"),
+                "holdout_ci": page.get("holdout_ci"),
+                "search_p": page.get("search_p_value"),
             })
             if bar is not None:
                 bar.update(1)
@@ -269,6 +272,8 @@ def _build(run: RunData, *, images_root, progress: bool, title: str | None) -> P
     index = env.get_template("index.html").render(
         title=title or meta.get("title") or "invert: unit explanations",
         rows=rows, layers=layers, n_samples=cs.n_samples, n_concepts=cs.n_concepts,
+        has_holdout=any(r.get("holdout_auroc") is not None for r in rows),
+        has_search_p=any(r.get("search_p") is not None for r in rows),
         params=params, root="", version=version,
     )
     path = rep / "index.html"
@@ -307,6 +312,17 @@ def _unit_page(u, run: RunData, labels, names, counts, descriptions, parents, th
             support=best["support"], length=best["length"],
             hist_svg=histogram_svg(a, mask), roc_svg=roc_svg(a, mask, auroc),
         )
+        if best.get("holdout_auroc") is not None:  # held-out figures (invert.trust)
+            page.update(
+                holdout_auroc=best["holdout_auroc"],
+                holdout_ci=_ci_text(best.get("holdout_auroc_ci_low", math.nan),
+                                    best.get("holdout_auroc_ci_high", math.nan)),
+                holdout_p_text=_p_text(best.get("holdout_log10_p_value")),
+                holdout_support=best.get("holdout_support"),
+            )
+        if best.get("search_p_value") is not None:  # permutation test of the whole search
+            page.update(search_p_value=best["search_p_value"], q_value=best.get("q_value"),
+                        significant=best.get("significant"))
         hier = []
         for j in f.concepts():
             nm = names[j]
