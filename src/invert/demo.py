@@ -38,7 +38,9 @@ LOGITS_LAYER = "_fc"
 MIN_CONCEPT_SAMPLES = 3
 #: Search parameters of the demo.
 SEARCH = {"length": 3, "beam_size": 5, "min_fraction": 0.02, "max_fraction": 0.5,
-          "mode": "positive"}
+          "mode": "positive", "holdout": 0.5, "random_state": 0}
+#: Permutations of the search for the search-corrected p-values (shared null, cheap here).
+N_PERMUTATIONS = 200
 #: Path parts marking drawn (not photographic) stamps.
 DRAWN_PARTS = frozenset({"cartoon", "symbols", "roadsigns", "flags", "houses"})
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -164,6 +166,13 @@ def run_demo(
                              progress=progress, **search)
         for layer in (FEATURE_LAYER, LOGITS_LAYER)
     }
+    from invert.trust import permutation_test
+
+    t1 = time.perf_counter()
+    for layer, res in results.items():  # p-values corrected for the search, and BH q-values
+        permutation_test(values[layer], cs, res, n_permutations=N_PERMUTATIONS, random_state=0)
+    say(f"permutation test of the search ({N_PERMUTATIONS} permutations): "
+        f"{time.perf_counter() - t1:.1f} s")
     unit_labels = {LOGITS_LAYER: [names[int(k)] for k in predicted]}
     save_run(out, results, values, cs, params=search | {"reduce": "mean",
                                                         "min_concept_samples":
