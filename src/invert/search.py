@@ -397,6 +397,7 @@ class _Params:
     mode: str
     limit_search: int | None
     dedupe: bool
+    metric: str = "auroc"
 
 
 def _count_limits(n: int, lo: float, hi: float) -> tuple[float, float]:
@@ -412,18 +413,30 @@ class _ChunkSearch:
     """The beam search for one chunk of units (all tensors on one device)."""
 
     def __init__(self, r2: torch.Tensor, counts: torch.Tensor, n: int, op: _ConceptOp,
-                 p: _Params, zhash: torch.Tensor):
+                 p: _Params, zhash: torch.Tensor, sd: torch.Tensor | None = None):
+        # r2: per-pattern doubled rank sums (AUROC), or per-pattern sums of the centred
+        # activations (point-biserial, with ``sd`` the units' standard deviations)
         self.r2, self.counts, self.n, self.op, self.p, self.z = r2, counts, n, op, p, zhash
+        self.sd = sd
         self.k = r2.shape[1]
         self.c = op.c
         self.sign = 1.0 if p.mode == "positive" else -1.0
         self.lo, self.hi = _count_limits(n, p.min_fraction, p.max_fraction)
 
     # -- scoring helpers
+    def _value(self, s2: torch.Tensor, n1: torch.Tensor) -> torch.Tensor:
+        """The search metric from sums over the support (NaN where undefined)."""
+        n = float(self.n)
+        if self.p.metric == "auroc":
+            return (s2 - n1 * (n1 + 1.0)) / (2.0 * n1 * (n - n1))  # NaN where n1 is 0 or n
+        # point-biserial r of the 0/1 support with the centred activations
+        sd = self.sd.view(-1, *([1] * (s2.ndim - 1)))
+        r = s2 / (sd * torch.sqrt(n1 * (n - n1)))
+        return torch.where((n1 > 0) & (n1 < n), r, torch.nan)
+
     def _keys(self, s2: torch.Tensor, n1: torch.Tensor, ok: torch.Tensor | None):
         """(score within the fraction limits, score outside them), -inf where excluded."""
-        n = float(self.n)
-        auc = (s2 - n1 * (n1 + 1.0)) / (2.0 * n1 * (n - n1))  # NaN where n1 is 0 or n
+        auc = self._value(s2, n1)
         if self.sign < 0:
             auc = auc.neg_()
         score = torch.nan_to_num_(auc, nan=_NEG_INF, posinf=_NEG_INF, neginf=_NEG_INF)
@@ -440,12 +453,17 @@ class _ChunkSearch:
         if not self.p.dedupe:
             return build(_topk_stable(key, want, tiepos))
         t = 2 * want + 64
-        psig = prior.signature() if prior is not None else None
+        exact = self.p.metric == "auroc"  # float sums of activations are not exact: no s
+
+        def sig(x: torch.Tensor) -> torch.Tensor:
+            return x if exact else x[..., [0, 2]]
+
+        psig = sig(prior.signature()) if prior is not None else None
         pvalid = prior.valid if prior is not None else None
         while True:
             idx = _topk_stable(key, t, tiepos)
             valid = idx >= 0
-            keep = _first_occurrence(sig_of(idx), valid, psig, pvalid)
+            keep = _first_occurrence(sig(sig_of(idx)), valid, psig, pvalid)
             rank = torch.cumsum(keep.to(torch.int64), dim=1)
             short = (rank[:, -1] < want) & valid[:, -1]
             if not bool(short.any()) or t >= key.shape[1]:
@@ -462,7 +480,7 @@ class _ChunkSearch:
         dev = self.r2.device
         sc = self.op.tsum(self.r2).T  # (k, C)
         nc = self.op.tsum(self.counts.unsqueeze(1))[:, 0]  # (C,)
-        stot = float(n) * (n + 1)
+        stot = float(n) * (n + 1) if p.metric == "auroc" else 0.0  # centred sums total 0
         self.s_lit = torch.cat([sc, stot - sc], dim=1)  # (k, 2C)
         self.n_lit = torch.cat([nc, n - nc]).unsqueeze(0).expand(k, 2 * c)
         if p.dedupe:
@@ -475,10 +493,11 @@ class _ChunkSearch:
         self.undefined = ~def_lit[0, :c]
 
         # extension literals: depth-1 order, then by |AUROC - 0.5| descending (stable)
-        auc_lit = auroc_from_ranksum(self.s_lit, self.n_lit, float(n))
+        auc_lit = self._value(self.s_lit, self.n_lit)
+        center = 0.5 if p.metric == "auroc" else 0.0
         score_lit = torch.where(def_lit, self.sign * auc_lit, _NEG_INF)
         order1 = torch.argsort(-score_lit, dim=1, stable=True)
-        diff = torch.where(def_lit, (auc_lit - 0.5).abs(), -1.0)
+        diff = torch.where(def_lit, (auc_lit - center).abs(), -1.0)
         ext = torch.gather(order1, 1, torch.argsort(-torch.gather(diff, 1, order1), dim=1,
                                                     stable=True))
         ls = 2 * c if p.limit_search is None else p.limit_search
@@ -704,6 +723,7 @@ def explain(
     holdout: float | None = None,
     random_state=None,
     parsimony: float | str | None = "auto",
+    metric: str = "auroc",
 ) -> ExplanationResult:
     """Explain every unit of a layer with logical formulas over concepts (INVERT).
 
@@ -754,6 +774,11 @@ def explain(
     parsimony : float, "auto" or None
         With a holdout: a longer formula replaces a shorter one only when its held-out AUROC
         is higher by more than this margin ("auto": 0.005; None: off).
+    metric : {"auroc", "point_biserial"}
+        What the search maximises. ``"point_biserial"`` (the correlation of the formula's
+        0/1 labels with the raw activations) decomposes over label patterns like AUROC
+        (sums of activations instead of rank sums); the reported ``auroc`` and p-values stay
+        exact, and the metric's value is the ``point_biserial`` extra.
 
     Returns
     -------
@@ -803,7 +828,8 @@ def explain(
             search_kwargs=dict(length=length, beam_size=beam_size, min_fraction=min_fraction,
                                max_fraction=max_fraction, mode=mode,
                                limit_search=limit_search, dedupe=dedupe, device=device,
-                               memory_budget=memory_budget, progress=progress))
+                               memory_budget=memory_budget, progress=progress,
+                               metric=metric))
     length = check_int("length", length, minimum=1)
     beam_size = check_int("beam_size", beam_size, minimum=1)
     min_fraction = check_fraction("min_fraction", min_fraction)
@@ -811,6 +837,7 @@ def explain(
     if min_fraction > max_fraction:
         raise bad("min_fraction", f"a value <= max_fraction ({max_fraction})", min_fraction)
     mode = check_choice("mode", mode, ("positive", "negative"))
+    metric = check_choice("metric", metric, ("auroc", "point_biserial"))
     if not isinstance(dedupe, bool | np.bool_):
         raise bad("dedupe", "True or False", dedupe, exc=TypeError)
     budget = _parse_budget(memory_budget)
@@ -823,7 +850,7 @@ def explain(
         limit_search = check_int("limit_search", limit_search, minimum=1, maximum=2 * c)
     dev = _resolve_device(device, acts)
     p = _Params(length, beam_size, min_fraction, max_fraction, mode, limit_search,
-                bool(dedupe))
+                bool(dedupe), metric)
 
     pats = _collapse(y)
     m = len(pats.counts)
@@ -852,13 +879,31 @@ def explain(
             tie_np = tie.cpu().numpy()
             del a
         kc = pr2.shape[1]
+        sums = sd = None
+        if metric == "point_biserial":
+            centred = block.astype(np.float64) - block.mean(axis=0, dtype=np.float64)
+            sd = torch.from_numpy(np.sqrt((centred**2).mean(axis=0))).to(dev)
+            sums = torch.from_numpy(np.stack([np.bincount(pats.inverse, weights=centred[:, j],
+                                                          minlength=m)
+                                              for j in range(kc)], axis=1)).to(dev)
+            del centred
         for s0 in range(0, kc, sub):  # cache-sized blocks of units for the beam search
             s1 = min(kc, s0 + sub)
-            best, und = _ChunkSearch(pr2[:, s0:s1].contiguous(), counts_t, n, op, p,
-                                     zhash).run()
+            values = None
+            if sums is None:
+                best, und = _ChunkSearch(pr2[:, s0:s1].contiguous(), counts_t, n, op, p,
+                                         zhash).run()
+            else:
+                search = _ChunkSearch(sums[:, s0:s1].contiguous(), counts_t, n, op, p, zhash,
+                                      sd[s0:s1])
+                best, und = search.run()
+                values = search._value(best.s2, best.n1).cpu().numpy()
+                # exact AUROC and p-values of the chosen formulas from the rank sums
+                best.s2 = torch.einsum("kwm,mk->kw", best.mask.to(torch.float64),
+                                       pr2[:, s0:s1].to(dev))
             undefined |= und.cpu().numpy()
             units.extend(_to_units(best, tie_np[s0:s1], n, c, start + s0, p, names, unit_ids,
-                                   pats.inverse, block[:, s0:s1]))
+                                   pats.inverse, block[:, s0:s1], values))
             if progress is not None:
                 progress(len(units), k_units)
         del block
@@ -866,7 +911,7 @@ def explain(
     params = {
         "length": length, "beam_size": beam_size, "min_fraction": min_fraction,
         "max_fraction": max_fraction, "mode": mode, "limit_search": limit_search,
-        "dedupe": bool(dedupe),
+        "dedupe": bool(dedupe), "metric": metric,
     }
     und_names = [names[i] if names else str(i) for i in np.flatnonzero(undefined)]
     if und_names:
@@ -877,7 +922,8 @@ def explain(
 
 
 def _to_units(best: _Beam, tie: np.ndarray, n: int, c: int, start: int, p: _Params, names,
-              unit_ids, inverse: np.ndarray, block: np.ndarray) -> list[UnitExplanations]:
+              unit_ids, inverse: np.ndarray, block: np.ndarray,
+              values: np.ndarray | None = None) -> list[UnitExplanations]:
     lits = best.lits.cpu().numpy()
     ops = best.ops.cpu().numpy()
     lens = best.length.cpu().numpy()
@@ -914,7 +960,8 @@ def _to_units(best: _Beam, tie: np.ndarray, n: int, c: int, start: int, p: _Para
                 l_p = math.log10(p_val) if p_val > 0 else l_p
             items.append(Explanation(
                 formula=formula, auroc=float(auc[i, j]), fraction=nn1 / n, support=nn1,
-                length=ln, p_value=p_val, log10_p_value=l_p, unit=unit, rank=len(items)))
+                length=ln, p_value=p_val, log10_p_value=l_p, unit=unit, rank=len(items),
+                extras={} if values is None else {p.metric: float(values[i, j])}))
         reason = None if items else (
             f"no formula with a defined AUROC satisfies min_fraction={p.min_fraction} <= "
             f"fraction <= max_fraction={p.max_fraction}")
