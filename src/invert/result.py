@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -186,7 +187,7 @@ class ExplanationResult:
             "undefined_concepts": self.undefined_concepts,
             "units": self.to_unit_records(layer),
         }
-        text = json.dumps(_json_safe(doc), indent=1, allow_nan=False)
+        text = json.dumps(json_safe(doc), indent=1, allow_nan=False)
         if path is None:
             return text
         with open(path, "w", encoding="utf-8") as fh:
@@ -209,13 +210,16 @@ class ExplanationResult:
         return "\n".join(lines)
 
 
-def _json_safe(obj):
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN/inf as None, numpy scalars as Python ones, paths as str (for JSON)."""
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
+        return json_safe(obj.item())
+    if isinstance(obj, PurePath):
+        return str(obj)
     return obj

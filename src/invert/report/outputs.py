@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from invert.concepts import ConceptSet
-from invert.result import COLUMNS, ExplanationResult
+from invert.result import COLUMNS, ExplanationResult, json_safe
 
 __all__ = ["save_run", "load_run", "RunData", "layer_slug", "unit_slug", "RUN_FILE"]
 
@@ -53,20 +52,6 @@ def unit_slug(unit: Any) -> str:
     """A file-name-safe form of a unit id (``"12@3,4"`` -> ``"12_3_4"``)."""
     s = _UNSAFE.sub("_", str(unit)).strip("._")
     return s or "unit"
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def _invert_version() -> str:
@@ -168,7 +153,7 @@ def save_run(
         frames.append((layer, res))
     with open(out / JSONL_FILE, "w", encoding="utf-8") as fh:
         for rec in records:
-            fh.write(json.dumps(_json_safe(rec), allow_nan=False) + "\n")
+            fh.write(json.dumps(json_safe(rec), allow_nan=False) + "\n")
     _write_tables(out, frames)
     concepts.save(out / CONCEPTS_BASE)
     meta = {
@@ -191,7 +176,7 @@ def save_run(
     }
     meta.update(dict(extra or {}))
     path = out / RUN_FILE
-    path.write_text(json.dumps(_json_safe(meta), indent=1, allow_nan=False), encoding="utf-8")
+    path.write_text(json.dumps(json_safe(meta), indent=1, allow_nan=False), encoding="utf-8")
     return path
 
 
