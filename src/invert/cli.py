@@ -58,13 +58,14 @@ def _tqdm(iterable=None, **kw):
 
 
 def load_activations(
-    path: Path, layer: str | None = None, sample_column: str = "sample"
+    path: Path, layer: str | None = None, sample_column: str = "sample", *, mmap: bool = False
 ) -> dict[str, tuple[np.ndarray, list, list | None]]:
     """Read precomputed activations: ``{layer: (values (N, K), unit_ids, sample_ids or None)}``.
 
     ``.npy``: an ``(N,)`` or ``(N, K)`` array. ``.pt``/``.pth``: a tensor, or a dict of layer
     name -> tensor. ``.parquet``/``.csv``: one column per unit (the column name is the unit
-    id) and optionally a ``sample_column`` of sample ids.
+    id) and optionally a ``sample_column`` of sample ids. With ``mmap``, a ``.npy`` file is
+    memory-mapped instead of read.
     """
     if not path.is_file():
         raise FileNotFoundError(f"--activations: file {str(path)!r} not found")
@@ -75,7 +76,7 @@ def load_activations(
             f"--activations: expected a {', '.join(ACTIVATION_SUFFIXES)} file, got {path.name!r}"
         )
     if suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
         return {name: _as_2d(arr, path)}
     if suffix in (".pt", ".pth"):
         import torch
@@ -250,6 +251,30 @@ def explain_layer(values, unit_ids: Sequence[Any], concepts, *, desc: str, progr
             bar.close()
 
 
+def explain_layer_sharded(values, unit_ids: Sequence[Any], concepts, *, desc: str,
+                          progress: bool, out_dir: Path, backend: str, address: str | None,
+                          shard_units: int | None, **search: Any):
+    """:func:`invert.distributed.explain_sharded` of one layer with a progress bar."""
+    from invert.distributed import ShardError, explain_sharded
+
+    bar = _tqdm(total=values.shape[1], desc=desc, unit="unit", disable=not progress,
+                leave=False)
+
+    def tick(done: int, total: int) -> None:
+        if bar is not None and hasattr(bar, "update"):
+            bar.update(done - bar.n)
+
+    try:
+        return explain_sharded(values, concepts, unit_ids=list(unit_ids), out_dir=out_dir,
+                               backend=backend, address=address, shard_units=shard_units,
+                               progress=tick, **search)
+    except ShardError as err:
+        raise CommandError(f"--backend {backend}: {err}") from err
+    finally:
+        if bar is not None and hasattr(bar, "close"):
+            bar.close()
+
+
 def summary_table(results: dict[str, Any], unit_labels: dict[str, list[str]] | None = None,
                   top: int = 3) -> str:
     """A plain-text summary: per layer, units explained, median AUROC, the best units."""
@@ -296,6 +321,9 @@ def run_explain(
     report: bool = True,
     progress: bool = True,
     search: dict[str, Any],
+    backend: str = "local",
+    address: str | None = None,
+    shard_units: int | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """The work of ``invert explain``; returns the output folder and the results per layer."""
     from invert.report import build_report, save_run
@@ -308,10 +336,13 @@ def run_explain(
         raise CommandError("--activations takes at most one --layer (the name to record)")
     if data is not None and not data.is_dir():
         raise FileNotFoundError(f"--data: folder {str(data)!r} not found")
+    if backend != "ray" and (address is not None or shard_units is not None):
+        raise CommandError("--address and --shard-units need --backend ray")
     acts: dict[str, tuple[np.ndarray, list, list | None]]
     images_root = images
     if activations is not None:
-        acts = load_activations(activations, layers[0] if layers else None)
+        acts = load_activations(activations, layers[0] if layers else None,
+                                mmap=backend == "ray")
         images_root = images if images is not None else data
     else:
         from invert.extract import collect_activations, load_image_folder
@@ -335,13 +366,22 @@ def run_explain(
     sample_ids = sids if sids is not None else (cs.sample_ids or list(range(n)))
     results = {}
     for name, (v, uids, _) in acts.items():
+        if backend == "ray":
+            from invert.report.outputs import layer_slug
+
+            results[name] = explain_layer_sharded(
+                v, uids, cs, desc=f"search {name or 'output'}", progress=progress,
+                out_dir=out / "sharded" / layer_slug(name), backend=backend, address=address,
+                shard_units=shard_units, **search)
+            continue
         results[name] = explain_layer(v, uids, cs, desc=f"search {name or 'output'}",
                                       progress=progress, **search)
     params = dict(search) | {"reduce": reduce, "min_concept_samples": min_concept_samples}
     save_run(out, results, {k: v[0] for k, v in acts.items()}, cs, params=params,
              sample_ids=sample_ids, images_root=images_root,
              extra={"command": "explain", "model": model,
-                    "activations_file": None if activations is None else str(activations)})
+                    "activations_file": None if activations is None else str(activations)}
+             | ({"backend": backend} if backend != "local" else {}))
     if report:
         build_report(out, progress=progress)
     return out, results
@@ -416,13 +456,22 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @click.option("--min-concept-samples", type=click.IntRange(1, None), default=1,
               show_default=True, help="Drop concepts present on fewer samples.")
 @click.option("--no-report", is_flag=True, default=False, help="Skip the HTML report.")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True,
+              help="ray: search shards of units as Ray tasks, resumable from OUT/sharded/ "
+                   "(pip install 'invert[ray]').")
+@click.option("--address", default=None,
+              help="With --backend ray: the cluster for ray.init (default: a local Ray).")
+@click.option("--shard-units", type=click.IntRange(1, None), default=None,
+              help="With --backend ray: units per shard (default: from --memory-budget).")
 @_search_options
 @click.pass_context
 def explain_cmd(ctx: click.Context, out: Path, concepts_spec: str, activations: Path | None,
                 model: str | None, layers: tuple[str, ...], data: Path | None,
                 images: Path | None, wordnet: bool, reduce: str, batch_size: int,
                 cache_dir: Path | None, min_concept_samples: int, no_report: bool,
-                length: int, beam_size: int, min_fraction: float, max_fraction: float,
+                backend: str, address: str | None, shard_units: int | None, length: int,
+                beam_size: int, min_fraction: float, max_fraction: float,
                 mode: str, limit_search: int | None, no_dedupe: bool, device: str | None,
                 memory_budget: str | None) -> int:
     """Explain the units of a model's layers (or of precomputed activations)."""
@@ -442,7 +491,8 @@ def explain_cmd(ctx: click.Context, out: Path, concepts_spec: str, activations: 
         out=out, concepts_spec=concepts_spec, activations=activations, model=model,
         layers=layers, data=data, images=images, wordnet=wordnet, reduce=red,
         batch_size=batch_size, cache_dir=cache_dir, min_concept_samples=min_concept_samples,
-        report=not no_report, progress=progress, search=search,
+        report=not no_report, progress=progress, search=search, backend=backend,
+        address=address, shard_units=shard_units,
     )
     click.echo(summary_table(results))
     click.echo(f"explanations: {out_dir / 'explanations.jsonl'}")

@@ -141,7 +141,7 @@ def _as_concepts(concepts, n: int):
     if isinstance(concepts, torch.Tensor):
         concepts = concepts.detach().cpu().numpy()
     if sp.issparse(concepts):
-        y = sp.csr_matrix(concepts)
+        y = sp.csr_matrix(concepts, copy=True)
         if y.ndim != 2:
             raise bad("concepts", "a 2-D (N, C) matrix", f"shape {y.shape}", raw=True)
         y.eliminate_zeros()
