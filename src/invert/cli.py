@@ -324,6 +324,8 @@ def run_explain(
     backend: str = "local",
     address: str | None = None,
     shard_units: int | None = None,
+    permutations: int = 0,
+    fdr: float = 0.05,
 ) -> tuple[Path, dict[str, Any]]:
     """The work of ``invert explain``; returns the output folder and the results per layer."""
     from invert.report import build_report, save_run
@@ -338,6 +340,8 @@ def run_explain(
         raise FileNotFoundError(f"--data: folder {str(data)!r} not found")
     if backend != "ray" and (address is not None or shard_units is not None):
         raise CommandError("--address and --shard-units need --backend ray")
+    if backend == "ray" and (search.get("holdout") is not None or permutations):
+        raise CommandError("--holdout and --permutations are not available with --backend ray")
     acts: dict[str, tuple[np.ndarray, list, list | None]]
     images_root = images
     if activations is not None:
@@ -376,7 +380,14 @@ def run_explain(
             continue
         results[name] = explain_layer(v, uids, cs, desc=f"search {name or 'output'}",
                                       progress=progress, **search)
+        if permutations:  # p-values corrected for the search, BH q-values, survivors at fdr
+            from invert.trust import permutation_test
+
+            permutation_test(v, cs, results[name], n_permutations=permutations,
+                             random_state=search.get("random_state"), alpha=fdr)
     params = dict(search) | {"reduce": reduce, "min_concept_samples": min_concept_samples}
+    if permutations:
+        params |= {"permutations": permutations, "fdr": fdr}
     save_run(out, results, {k: v[0] for k, v in acts.items()}, cs, params=params,
              sample_ids=sample_ids, images_root=images_root,
              extra={"command": "explain", "model": model,
@@ -408,6 +419,13 @@ _SEARCH_OPTIONS = [
     click.option("--device", default=None, help="Where to compute, e.g. cpu or cuda."),
     click.option("--memory-budget", default=None,
                  help="Working memory per chunk of units, e.g. 2GiB."),
+    click.option("--metric", type=click.Choice(["auroc", "point_biserial"]), default="auroc",
+                 show_default=True, help="What the search maximises."),
+    click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                 default=None, help="Share of samples held out: search on the rest, report "
+                                    "held-out AUROC, CI and p-value too."),
+    click.option("--random-state", type=int, default=None, help="Seed of the holdout split "
+                                                                "and the permutations."),
 ]
 
 
@@ -464,6 +482,11 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
               help="With --backend ray: the cluster for ray.init (default: a local Ray).")
 @click.option("--shard-units", type=click.IntRange(1, None), default=None,
               help="With --backend ray: units per shard (default: from --memory-budget).")
+@click.option("--permutations", type=click.IntRange(0, None), default=0, show_default=True,
+              help="Permutations of the whole search for p-values corrected for it (0: off).")
+@click.option("--fdr", type=click.FloatRange(0, 1, min_open=True), default=0.05,
+              show_default=True, help="With --permutations: the FDR of the Benjamini-Hochberg "
+                                      "'significant' flag.")
 @_search_options
 @click.pass_context
 def explain_cmd(ctx: click.Context, out: Path, concepts_spec: str, activations: Path | None,
@@ -473,7 +496,8 @@ def explain_cmd(ctx: click.Context, out: Path, concepts_spec: str, activations: 
                 backend: str, address: str | None, shard_units: int | None, length: int,
                 beam_size: int, min_fraction: float, max_fraction: float,
                 mode: str, limit_search: int | None, no_dedupe: bool, device: str | None,
-                memory_budget: str | None) -> int:
+                memory_budget: str | None, metric: str, holdout: float | None,
+                random_state: int | None, permutations: int, fdr: float) -> int:
     """Explain the units of a model's layers (or of precomputed activations)."""
     if min_fraction > max_fraction:
         raise click.UsageError(
@@ -486,13 +510,17 @@ def explain_cmd(ctx: click.Context, out: Path, concepts_spec: str, activations: 
         pass
     search = _search_params(length, beam_size, min_fraction, max_fraction, mode, limit_search,
                             not no_dedupe, device, memory_budget)
+    if metric != "auroc":
+        search["metric"] = metric
+    if holdout is not None:
+        search |= {"holdout": holdout, "random_state": random_state}
     progress = ctx.obj["progress"]
     out_dir, results = run_explain(
         out=out, concepts_spec=concepts_spec, activations=activations, model=model,
         layers=layers, data=data, images=images, wordnet=wordnet, reduce=red,
         batch_size=batch_size, cache_dir=cache_dir, min_concept_samples=min_concept_samples,
         report=not no_report, progress=progress, search=search, backend=backend,
-        address=address, shard_units=shard_units,
+        address=address, shard_units=shard_units, permutations=permutations, fdr=fdr,
     )
     click.echo(summary_table(results))
     click.echo(f"explanations: {out_dir / 'explanations.jsonl'}")
