@@ -96,6 +96,15 @@ def photo_stamps(stamps: Path = STAMPS_ROOT):
     return cs
 
 
+def _has_onnxruntime() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _class_names() -> list[str]:
     from invert.concepts import imagenet_hierarchy
 
@@ -146,7 +155,16 @@ def run_demo(
     model, transform = efficientnet_lite0()
     files = [root / str(s) for s in cs.sample_ids]
     ds = ImageFolder(root, files, transform, [], False)
-    acts = collect_activations(model, ds, [FEATURE_LAYER, LOGITS_LAYER], reduce="mean",
+    layers: list[Any] = [FEATURE_LAYER, LOGITS_LAYER]
+    net: Any = model
+    if (device in (None, "cpu")) and _has_onnxruntime():
+        # ONNX Runtime runs this model several times faster than PyTorch on a CPU
+        from invert.extract_onnx import onnx_unit_source
+
+        layers = list(onnx_unit_source(model, ds[0].unsqueeze(0), layers))
+        net = None
+        say("model: EfficientNet-Lite0 through ONNX Runtime")
+    acts = collect_activations(net, ds, layers, reduce="mean",
                                batch_size=batch_size, device=device, cache_dir=out / "cache",
                                progress=progress)
     feats = np.asarray(acts[FEATURE_LAYER].values, dtype=np.float32)
