@@ -237,9 +237,10 @@ class _ConceptOp:
         nnz = pmat.nnz if sp.issparse(pmat) else int(np.count_nonzero(pmat))
         density = nnz / max(1, m * c)
         self.sparse = density < 0.1 if sparse is None else sparse
-        self._scipy = None
+        self._scipy = self._scipy_p = None
         if self.sparse and device.type == "cpu":
             self._scipy = sp.csr_matrix(pmat.T, dtype=np.float64)
+            self._scipy_p = sp.csr_matrix(pmat, dtype=np.float64)
         elif self.sparse:
             pt = sp.csr_matrix(pmat.T, dtype=np.float64)
             pt.sort_indices()
@@ -267,6 +268,40 @@ class _ConceptOp:
         if self._scipy is not None:
             return torch.from_numpy(np.asarray(self._scipy @ x.numpy()))
         return self.pt @ x
+
+    def masked_sums(self, mask: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
+        """``sum_m mask[k, w, m] * weight[m, k] * P[m, c]`` for each weight: (len, k, W, C).
+
+        ``weights`` are (M, k) (per unit) or (M,) vectors over patterns. With many patterns on
+        CPU the masked weights are a sparse matrix (beam supports are small), so the product
+        is sparse x sparse; otherwise it is one dense (or dense x sparse) product."""
+        k, w, m = mask.shape
+        nw = len(weights)
+        if self._scipy_p is not None and m > 4096:
+            # masks denser than half are summed over their complement:
+            # sum over b = (sum over all patterns) - (sum over ~b)
+            mk = mask.numpy()
+            flip = mk.mean(axis=2) > 0.5  # (k, W)
+            kk, ww, mm = np.nonzero(mk ^ flip[:, :, None])
+            rows = kk * w + ww
+            vals = [(wt.numpy()[mm, kk] if wt.ndim == 2 else wt.numpy()[mm]) for wt in weights]
+            x = sp.csr_matrix(
+                (np.concatenate(vals),
+                 (np.concatenate([rows + i * k * w for i in range(nw)]), np.tile(mm, nw))),
+                shape=(nw * k * w, m))
+            q = (x @ self._scipy_p).toarray().reshape(nw, k, w, self.c)
+            if flip.any():
+                for i, wt in enumerate(weights):
+                    total = np.asarray(self._scipy @ wt.numpy().reshape(m, -1)).T  # (k|1, C)
+                    fk, fw = np.nonzero(flip)
+                    q[i, fk, fw] = total[fk if total.shape[0] > 1 else 0] - q[i, fk, fw]
+            return torch.from_numpy(q)
+        maskf = mask.to(torch.float64)
+        parts = [maskf * (wt.T.unsqueeze(1) if wt.ndim == 2 else wt.view(1, 1, -1))
+                 for wt in weights]
+        x = torch.cat([part.reshape(k * w, m) for part in parts], dim=0)
+        del maskf, parts
+        return self.tsum(x.T).T.reshape(nw, k, w, self.c)
 
     def literal_rows(self, lit: torch.Tensor) -> torch.Tensor:
         """Bool masks over patterns of literal codes ``lit`` (any shape): (..., M)."""
@@ -554,16 +589,9 @@ class _ChunkSearch:
         parent_ok = beam.valid & (beam.length < self.p.length)
         if self.p.dedupe:
             parent_ok &= beam.fresh
-        maskf = beam.mask.to(torch.float64)  # (k, W, M)
-        parts = [maskf * self.r2.T.unsqueeze(1), maskf * self.counts.view(1, 1, -1)]
-        if self.p.dedupe:
-            parts.append(maskf * self.z.view(1, 1, -1))
-        x = torch.cat([part.reshape(k * w, -1) for part in parts], dim=0)
-        del maskf, parts
-        q = self.op.tsum(x.T).T  # (2 or 3 k W, C)
-        del x
-        sa = q[: k * w].reshape(k, w, c)
-        na = q[k * w: 2 * k * w].reshape(k, w, c)
+        weights = [self.r2, self.counts] + ([self.z] if self.p.dedupe else [])
+        q = self.op.masked_sums(beam.mask, weights)  # (2 or 3, k, W, C)
+        sa, na = q[0], q[1]
         sb, nb = beam.s2.unsqueeze(2), beam.n1.unsqueeze(2)  # (k, W, 1)
         # candidate statistics in literal-code order: (k, W, 2C, 2), last axis AND, OR
         s_c = torch.empty((k, w, c2, 2), dtype=torch.float64, device=sa.device)
@@ -578,7 +606,7 @@ class _ChunkSearch:
         torch.sub(nb + nl, n_c[..., 0], out=n_c[..., 1])
         h_c = None
         if self.p.dedupe:
-            ha, hb = q[2 * k * w:].reshape(k, w, c), beam.h.unsqueeze(2)
+            ha, hb = q[2], beam.h.unsqueeze(2)
             h_c = torch.empty_like(s_c)
             h_c[:, :, :c, 0] = ha
             torch.sub(hb, ha, out=h_c[:, :, c:, 0])

@@ -189,3 +189,30 @@ def test_progress_callback_reports_every_unit(small):
     invert.explain(small.activations, small.concepts, progress=lambda d, t: seen.append((d, t)))
     assert seen[-1] == (10, 10)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_masked_sums_sparse_and_dense_paths_agree():
+    rng = np.random.default_rng(3)
+    m, c, k, w = 6000, 40, 3, 4  # m > 4096: the sparse x sparse path on CPU
+    pmat = sp.csr_matrix(rng.random((m, c)) < 0.1)
+    mask = torch.from_numpy(rng.random((k, w, m)) < 0.05)
+    weights = [torch.from_numpy(rng.integers(0, 10**6, (m, k)).astype(np.float64)),
+               torch.from_numpy(rng.integers(1, 5, m).astype(np.float64))]
+    sparse = _ConceptOp(pmat, torch.device("cpu"), sparse=True).masked_sums(mask, weights)
+    dense = _ConceptOp(pmat, torch.device("cpu"), sparse=False).masked_sums(mask, weights)
+    assert torch.equal(sparse, dense)
+    ref = np.einsum("kwm,mk,mc->kwc", mask.numpy().astype(float), weights[0].numpy(),
+                    pmat.toarray().astype(float))
+    np.testing.assert_array_equal(sparse[0].numpy(), ref)
+
+
+def test_masked_sums_with_dense_masks_use_complements_exactly():
+    rng = np.random.default_rng(4)
+    m, c, k, w = 5000, 30, 2, 3
+    pmat = sp.csr_matrix(rng.random((m, c)) < 0.1)
+    mask = torch.from_numpy(rng.random((k, w, m)) < np.array([0.02, 0.7, 0.99])[None, :, None])
+    weights = [torch.from_numpy(rng.integers(0, 10**6, (m, k)).astype(np.float64)),
+               torch.from_numpy(rng.integers(1, 5, m).astype(np.float64))]
+    sparse = _ConceptOp(pmat, torch.device("cpu"), sparse=True).masked_sums(mask, weights)
+    dense = _ConceptOp(pmat, torch.device("cpu"), sparse=False).masked_sums(mask, weights)
+    assert torch.equal(sparse, dense)
