@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,9 @@ _HASH_SEED = 0x1A7E57
 #: ``beam_size``), so that e.g. ``a | b`` is reachable when ``a`` and ``b`` are each rarer
 #: than ``min_fraction``.
 _EXPLORE_FACTOR = 1
+#: Tests set this to run the torch-only code path of GPUs (ranking by torch.sort, torch
+#: sparse products) on the CPU, so that it is checked where no GPU is available.
+_TORCH_PATH_ON_CPU = False
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -231,25 +235,30 @@ def _collapse(y) -> _Patterns:
 class _ConceptOp:
     """Products of pattern-indexed vectors with the concept columns, dense or sparse."""
 
-    def __init__(self, pmat, device: torch.device, sparse: bool | None = None):
+    def __init__(self, pmat, device: torch.device, sparse: bool | None = None,
+                 use_scipy: bool | None = None):
         m, c = pmat.shape
         self.m, self.c = m, c
         nnz = pmat.nnz if sp.issparse(pmat) else int(np.count_nonzero(pmat))
         density = nnz / max(1, m * c)
         self.sparse = density < 0.1 if sparse is None else sparse
         self._scipy = self._scipy_p = None
-        if self.sparse and device.type == "cpu":
+        if use_scipy is None:
+            use_scipy = device.type == "cpu"
+        if self.sparse and use_scipy:
             self._scipy = sp.csr_matrix(pmat.T, dtype=np.float64)
             self._scipy_p = sp.csr_matrix(pmat, dtype=np.float64)
         elif self.sparse:
             pt = sp.csr_matrix(pmat.T, dtype=np.float64)
             pt.sort_indices()
-            self.pt = torch.sparse_csr_tensor(
-                torch.from_numpy(pt.indptr.astype(np.int64)),
-                torch.from_numpy(pt.indices.astype(np.int64)),
-                torch.from_numpy(pt.data),
-                size=(c, m), dtype=torch.float64,
-            ).to(device)
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                self.pt = torch.sparse_csr_tensor(
+                    torch.from_numpy(pt.indptr.astype(np.int64)),
+                    torch.from_numpy(pt.indices.astype(np.int64)),
+                    torch.from_numpy(pt.data),
+                    size=(c, m), dtype=torch.float64, check_invariants=False,
+                ).to(device)
         else:
             dense = pmat.toarray() if sp.issparse(pmat) else pmat
             self.pt = torch.from_numpy(np.ascontiguousarray(dense.T, dtype=np.float64)).to(device)
@@ -883,7 +892,8 @@ def explain(
     pats = _collapse(y)
     m = len(pats.counts)
     log.debug("explain: N=%d K=%d C=%d -> %d label patterns", n, k_units, c, m)
-    op = _ConceptOp(pats.matrix, dev)
+    torch_path = dev.type != "cpu" or _TORCH_PATH_ON_CPU
+    op = _ConceptOp(pats.matrix, dev, use_scipy=not torch_path)
     inverse_t = torch.from_numpy(pats.inverse).to(dev)
     counts_t = torch.from_numpy(pats.counts.astype(np.float64)).to(dev)
     hash_bits = min(52, 53 - max(1, m).bit_length())  # sums over patterns stay < 2**53
@@ -898,7 +908,7 @@ def explain(
     for start in range(0, k_units, chunk):
         sl = slice(start, min(k_units, start + chunk))
         block = acts.block(sl)  # only this chunk of units is in memory
-        if dev.type == "cpu":
+        if not torch_path:
             pr2_np, tie_np = pattern_ranksums(block, pats.inverse, m)
             pr2 = torch.from_numpy(pr2_np)
         else:
