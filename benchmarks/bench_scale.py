@@ -100,14 +100,20 @@ def throughput(quick: bool) -> None:
 
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
+
+def hwm():  # peak RSS of this process in bytes (VmHWM starts afresh at exec; ru_maxrss not)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
 mode, path, names_path, budget = sys.argv[1:5]
 import invert, torch
 from invert.distributed import explain_sharded
 torch.set_num_threads(2)
 y = np.load(names_path)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+base = hwm()
 t0 = time.perf_counter()
 if mode == "sharded":
     res = explain_sharded(path, y, memory_budget=budget, length=2, beam_size=3)
@@ -115,7 +121,7 @@ else:
     a = np.load(path)
     res = invert.explain(a, y, memory_budget=budget, length=2, beam_size=3)
 dt = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = hwm()
 print(json.dumps({"base": base, "peak": peak, "seconds": dt, "units": len(res),
                   "best0": str(res[0].best.formula) if res[0].best else None}))
 """

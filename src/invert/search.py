@@ -202,7 +202,7 @@ def _row_hashes(y, z: np.ndarray) -> np.ndarray:
     if sp.issparse(y):
         return np.asarray(y.astype(np.float64) @ z)
     out = np.empty((y.shape[0], z.shape[1]), dtype=np.float64)
-    step = max(1, (1 << 25) // max(1, y.shape[1]))
+    step = max(1, (1 << 22) // max(1, y.shape[1]))  # about 32 MiB of float64 at a time
     for s in range(0, y.shape[0], step):
         out[s:s + step] = y[s:s + step].astype(np.float64) @ z
     return out
