@@ -487,22 +487,9 @@ class ConceptSet:
         parents = None
         if self.parents is not None:
             keep = set(names)
-            parents = {}
-            for name in names:
-                out: list[str] = []
-                queue = list(self.parents.get(name, []))
-                seen: set[str] = set()
-                while queue:
-                    p = queue.pop(0)
-                    if p in seen:
-                        continue
-                    seen.add(p)
-                    if p in keep:
-                        if p not in out:
-                            out.append(p)
-                    else:
-                        queue.extend(self.parents.get(p, []))
-                parents[name] = out
+            parents = {name: nearest_kept(self.parents.get(name, []),
+                                          lambda p: self.parents.get(p, []), keep)
+                       for name in names}
         return ConceptSet(
             m,
             names,
@@ -795,3 +782,24 @@ class ConceptSet:
             sparse = total > 100_000 and len(rows) < 0.1 * total
         matrix = m if sparse else m.toarray().astype(bool)
         return cls(matrix, list(names), sample_ids=sample_ids, **kwargs)
+
+
+def nearest_kept(start, parents_of, keep) -> list[str]:
+    """The nearest ancestors in ``keep``, breadth first from the parents ``start``: a parent
+    that is not kept is replaced by its own parents (``parents_of(name)``)."""
+    from collections import deque
+
+    out: list[str] = []
+    queue = deque(start)
+    seen: set[str] = set()
+    while queue:
+        p = queue.popleft()
+        if p in seen:
+            continue
+        seen.add(p)
+        if p in keep:
+            if p not in out:
+                out.append(p)
+        else:
+            queue.extend(parents_of(p))
+    return out

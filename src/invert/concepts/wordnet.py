@@ -25,6 +25,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from .core import nearest_kept
+
 __all__ = [
     "Synset",
     "WordNet",
@@ -457,20 +459,7 @@ def hypernym_hierarchy(
     kept = set(concepts)
 
     def kept_parents(w: str) -> list[str]:
-        out: list[str] = []
-        queue = deque(lookup[w].hypernyms)
-        visited: set[str] = set()
-        while queue:
-            h = queue.popleft()
-            if h in visited:
-                continue
-            visited.add(h)
-            if h in kept:
-                if h not in out:
-                    out.append(h)
-            else:
-                queue.extend(lookup[h].hypernyms)
-        return out
+        return nearest_kept(lookup[w].hypernyms, lambda h: lookup[h].hypernyms, kept)
 
     names = [lookup[w].name for w in concepts]
     name_of = dict(zip(concepts, names, strict=True))
