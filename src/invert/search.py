@@ -852,7 +852,7 @@ def explain(
     >>> a = (y[:, 1] | y[:, 4]) + 0.1 * rng.standard_normal(400)
     >>> res = explain(a, y, length=2, beam_size=3)
     >>> str(res[0][0].formula)
-    '1 | 4'
+    '4 | 1'
     >>> round(res[0][0].auroc, 3) > 0.95
     True
     """
