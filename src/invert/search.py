@@ -78,11 +78,6 @@ class _Activations:
             b = b.astype(np.float64)
         return np.ascontiguousarray(b)
 
-    def tensor_block(self, sl: slice, device: torch.device) -> torch.Tensor:
-        if isinstance(self.data, torch.Tensor):
-            return self.data[:, sl].to(device=device, dtype=torch.float64)
-        return torch.from_numpy(self.block(sl)).to(device=device, dtype=torch.float64)
-
 
 def _as_activations(activations) -> tuple[_Activations, list[Any] | None]:
     unit_ids = getattr(activations, "unit_ids", None)
@@ -91,7 +86,6 @@ def _as_activations(activations) -> tuple[_Activations, list[Any] | None]:
         if arr.is_complex() or arr.dtype == torch.bool:
             raise bad("activations", "real numbers", f"dtype {arr.dtype}", exc=TypeError,
                       raw=True)
-        kind_ok = True
     else:
         values = getattr(activations, "values", None)
         if isinstance(values, np.ndarray) and not isinstance(activations, np.ndarray):
@@ -102,14 +96,13 @@ def _as_activations(activations) -> tuple[_Activations, list[Any] | None]:
         except Exception as err:  # noqa: BLE001 - report any conversion failure the same way
             raise bad("activations", "an array-like of numbers, shape (N,) or (N, K)",
                       type(activations).__name__, exc=TypeError, raw=True) from err
-        kind_ok = arr.dtype != object and (np.issubdtype(arr.dtype, np.number)
-                                           or arr.dtype == bool)
         if np.iscomplexobj(arr):
             raise bad("activations", "real numbers", f"dtype {arr.dtype}", exc=TypeError,
                       raw=True)
-    if not kind_ok:
-        raise bad("activations", "an array-like of numbers, shape (N,) or (N, K)",
-                  f"dtype {arr.dtype}", exc=TypeError, raw=True)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                       or arr.dtype == bool):
+            raise bad("activations", "an array-like of numbers, shape (N,) or (N, K)",
+                      f"dtype {arr.dtype}", exc=TypeError, raw=True)
     if arr.ndim == 1:
         arr = arr.reshape(-1, 1)
     if arr.ndim != 2:
@@ -443,6 +436,11 @@ class _Params:
     dedupe: bool
     metric: str = "auroc"
 
+    @property
+    def width(self) -> int:
+        """Largest beam: the best ``beam_size`` plus, with dedupe, the exploration part."""
+        return self.beam_size * (1 + (_EXPLORE_FACTOR if self.dedupe else 0))
+
 
 def _count_limits(n: int, lo: float, hi: float) -> tuple[float, float]:
     """Smallest and largest support ``s`` with ``lo <= s / n <= hi`` (float comparison)."""
@@ -706,7 +704,7 @@ def _parse_budget(memory_budget) -> int:
 
 
 def _chunk_units(n: int, m: int, c: int, p: _Params, budget: int) -> int:
-    w = p.beam_size * (1 + (_EXPLORE_FACTOR if p.dedupe else 0))
+    w = p.width
     ls = 2 * c if p.limit_search is None else p.limit_search
     per_unit = (
         8 * 7 * n  # ranking
@@ -723,7 +721,7 @@ def _search_block(m: int, c: int, p: _Params, budget: int, device: torch.device)
     """Units searched at once. On CPU, candidate arrays of about 8 MB stay in cache; on a
     GPU, blocks are as large as the memory budget allows (fewer, larger kernels). The masked
     rank sums over patterns take at most an eighth of the budget."""
-    w = p.beam_size * (1 + (_EXPLORE_FACTOR if p.dedupe else 0))
+    w = p.width
     per_unit_candidates = 8 * w * 4 * c
     per_unit_patterns = 8 * 4 * w * m
     cache = (8 << 20) if device.type == "cpu" else budget // 16
