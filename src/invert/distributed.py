@@ -41,8 +41,9 @@ import scipy.sparse as sp
 import torch
 
 from . import cache as _cache
-from ._validate import bad, check_choice, check_fraction, check_int
+from ._validate import bad, check_choice, check_int
 from .result import ExplanationResult, UnitExplanations
+from .search import SEARCH_PARAMS, check_search_params
 
 __all__ = [
     "ShardError",
@@ -55,8 +56,7 @@ log = logging.getLogger(__name__)
 
 #: Version of the shard files and manifest; a change rebuilds old stores.
 SHARD_FORMAT = 1
-_SEARCH_KEYS = ("length", "beam_size", "min_fraction", "max_fraction", "mode",
-                "limit_search", "dedupe", "device")
+_SEARCH_KEYS = (*SEARCH_PARAMS, "device")
 _DEFAULT_BUDGET = 1 << 30
 _READ_CHUNK = 16 << 20  # bytes per file read
 _SHARD_RE = re.compile(r"^units_(\d+)_(\d+)\.pkl$")
@@ -251,25 +251,9 @@ def _check_search(search: Mapping[str, Any], n_concepts: int) -> dict[str, Any]:
     if unknown:
         raise TypeError(f"search: expected keyword arguments of invert.explain "
                         f"({', '.join(_SEARCH_KEYS)}), got {', '.join(unknown)}")
-    s = {"length": 3, "beam_size": 5, "min_fraction": 0.0, "max_fraction": 0.5,
-         "mode": "positive", "limit_search": None, "dedupe": True, "device": None}
-    s.update(search)
-    s["length"] = check_int("length", s["length"], minimum=1)
-    s["beam_size"] = check_int("beam_size", s["beam_size"], minimum=1)
-    s["min_fraction"] = check_fraction("min_fraction", s["min_fraction"])
-    s["max_fraction"] = check_fraction("max_fraction", s["max_fraction"])
-    if s["min_fraction"] > s["max_fraction"]:
-        raise bad("min_fraction", f"a value <= max_fraction ({s['max_fraction']})",
-                  s["min_fraction"])
-    s["mode"] = check_choice("mode", s["mode"], ("positive", "negative"))
-    if not isinstance(s["dedupe"], bool | np.bool_):
-        raise bad("dedupe", "True or False", s["dedupe"], exc=TypeError)
-    s["dedupe"] = bool(s["dedupe"])
-    if s["limit_search"] is not None:
-        s["limit_search"] = check_int("limit_search", s["limit_search"], minimum=1,
-                                      maximum=2 * n_concepts)
-    if s["device"] is not None and not isinstance(s["device"], str):
-        s["device"] = str(s["device"])
+    device = search.get("device")
+    s = check_search_params({k: v for k, v in search.items() if k != "device"}, n_concepts)
+    s["device"] = str(device) if device is not None and not isinstance(device, str) else device
     return s
 
 

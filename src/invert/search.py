@@ -38,7 +38,7 @@ from .stats import (
     pattern_ranksums_torch,
 )
 
-__all__ = ["explain"]
+__all__ = ["explain", "SEARCH_PARAMS", "check_search_params"]
 
 log = logging.getLogger(__name__)
 
@@ -687,6 +687,37 @@ class _ChunkSearch:
 # ----------------------------------------------------------------------------- public API
 
 
+#: The search parameters of :func:`explain`: the keys of ``ExplanationResult.params``.
+SEARCH_PARAMS = ("length", "beam_size", "min_fraction", "max_fraction", "mode",
+                 "limit_search", "dedupe", "metric")
+SEARCH_DEFAULTS: dict[str, Any] = {
+    "length": 3, "beam_size": 5, "min_fraction": 0.0, "max_fraction": 0.5, "mode": "positive",
+    "limit_search": None, "dedupe": True, "metric": "auroc",
+}
+
+
+def check_search_params(params: dict[str, Any], n_concepts: int | None) -> dict[str, Any]:
+    """The validated search parameters, defaults filled in (``limit_search`` is checked
+    against ``2 * n_concepts`` when that is given)."""
+    s = SEARCH_DEFAULTS | dict(params)
+    s["length"] = check_int("length", s["length"], minimum=1)
+    s["beam_size"] = check_int("beam_size", s["beam_size"], minimum=1)
+    s["min_fraction"] = check_fraction("min_fraction", s["min_fraction"])
+    s["max_fraction"] = check_fraction("max_fraction", s["max_fraction"])
+    if s["min_fraction"] > s["max_fraction"]:
+        raise bad("min_fraction", f"a value <= max_fraction ({s['max_fraction']})",
+                  s["min_fraction"])
+    s["mode"] = check_choice("mode", s["mode"], ("positive", "negative"))
+    s["metric"] = check_choice("metric", s["metric"], ("auroc", "point_biserial"))
+    if not isinstance(s["dedupe"], bool | np.bool_):
+        raise bad("dedupe", "True or False", s["dedupe"], exc=TypeError)
+    s["dedupe"] = bool(s["dedupe"])
+    if n_concepts is not None and s["limit_search"] is not None:
+        s["limit_search"] = check_int("limit_search", s["limit_search"], minimum=1,
+                                      maximum=2 * n_concepts)
+    return s
+
+
 def _parse_budget(memory_budget) -> int:
     if memory_budget is None:
         return _DEFAULT_BUDGET
@@ -865,27 +896,22 @@ def explain(
                                limit_search=limit_search, dedupe=dedupe, device=device,
                                memory_budget=memory_budget, progress=progress,
                                metric=metric))
-    length = check_int("length", length, minimum=1)
-    beam_size = check_int("beam_size", beam_size, minimum=1)
-    min_fraction = check_fraction("min_fraction", min_fraction)
-    max_fraction = check_fraction("max_fraction", max_fraction)
-    if min_fraction > max_fraction:
-        raise bad("min_fraction", f"a value <= max_fraction ({max_fraction})", min_fraction)
-    mode = check_choice("mode", mode, ("positive", "negative"))
-    metric = check_choice("metric", metric, ("auroc", "point_biserial"))
-    if not isinstance(dedupe, bool | np.bool_):
-        raise bad("dedupe", "True or False", dedupe, exc=TypeError)
+    checked = check_search_params(
+        dict(length=length, beam_size=beam_size, min_fraction=min_fraction,
+             max_fraction=max_fraction, mode=mode, dedupe=dedupe, metric=metric), None)
+    length, beam_size = checked["length"], checked["beam_size"]
+    min_fraction, max_fraction = checked["min_fraction"], checked["max_fraction"]
+    mode, dedupe, metric = checked["mode"], checked["dedupe"], checked["metric"]
     budget = _parse_budget(memory_budget)
 
     acts, unit_ids = _as_activations(activations)
     n, k_units = acts.shape
     y, names = _as_concepts(concepts, n)
     c = y.shape[1]
-    if limit_search is not None:
-        limit_search = check_int("limit_search", limit_search, minimum=1, maximum=2 * c)
+    limit_search = check_search_params({"limit_search": limit_search}, c)["limit_search"]
     dev = _resolve_device(device, acts)
-    p = _Params(length, beam_size, min_fraction, max_fraction, mode, limit_search,
-                bool(dedupe), metric)
+    p = _Params(length, beam_size, min_fraction, max_fraction, mode, limit_search, dedupe,
+                metric)
 
     pats = _collapse(y)
     m = len(pats.counts)
@@ -944,11 +970,9 @@ def explain(
                 progress(len(units), k_units)
         del block
 
-    params = {
-        "length": length, "beam_size": beam_size, "min_fraction": min_fraction,
-        "max_fraction": max_fraction, "mode": mode, "limit_search": limit_search,
-        "dedupe": bool(dedupe), "metric": metric,
-    }
+    params = {key: value for key, value in zip(SEARCH_PARAMS, (
+        length, beam_size, min_fraction, max_fraction, mode, limit_search, dedupe, metric),
+        strict=True)}
     und_names = [names[i] if names else str(i) for i in np.flatnonzero(undefined)]
     if und_names:
         log.info("%d concepts are all-zero or all-one and were not used: %s",

@@ -90,8 +90,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PARSIMONY = 0.005
 
 #: Parameters of :func:`invert.search.explain` that define the search (kept in ``params``).
-_SEARCH_KEYS = ("length", "beam_size", "min_fraction", "max_fraction", "mode", "limit_search",
-                "dedupe")
+_SEARCH_KEYS = _search.SEARCH_PARAMS
 
 
 @dataclass
