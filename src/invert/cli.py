@@ -17,6 +17,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import math
@@ -49,12 +50,20 @@ def _one_line(msg: object) -> str:
     return " ".join(str(msg).split())
 
 
-def _tqdm(iterable=None, **kw):
+@contextlib.contextmanager
+def _unit_bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar over units (when tqdm is installed and ``enabled``), as the
+    ``progress(done, total)`` callback of the searches."""
     try:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - depends on the environment
-        return iterable
-    return tqdm(iterable, **kw)
+        yield None
+        return
+    bar = tqdm(total=total, desc=desc, unit="unit", disable=not enabled, leave=False)
+    try:
+        yield lambda done, _total: bar.update(done - bar.n)
+    finally:
+        bar.close()
 
 
 def load_activations(
@@ -230,25 +239,8 @@ def explain_layer(values, unit_ids: Sequence[Any], concepts, *, desc: str, progr
     """:func:`invert.explain` of one layer with a progress bar."""
     from invert import explain
 
-    class _Units:
-        def __init__(self, v, ids):
-            self.v, self.unit_ids = v, ids
-
-        def __array__(self, dtype=None, copy=None):
-            return np.asarray(self.v, dtype=dtype)
-
-    k = values.shape[1]
-    bar = _tqdm(total=k, desc=desc, unit="unit", disable=not progress, leave=False)
-
-    def tick(done: int, total: int) -> None:
-        if bar is not None and hasattr(bar, "update"):
-            bar.update(done - bar.n)
-
-    try:
-        return explain(_Units(values, list(unit_ids)), concepts, progress=tick, **search)
-    finally:
-        if bar is not None and hasattr(bar, "close"):
-            bar.close()
+    with _unit_bar(values.shape[1], desc, progress) as tick:
+        return explain(values, concepts, unit_ids=list(unit_ids), progress=tick, **search)
 
 
 def explain_layer_sharded(values, unit_ids: Sequence[Any], concepts, *, desc: str,
@@ -257,22 +249,13 @@ def explain_layer_sharded(values, unit_ids: Sequence[Any], concepts, *, desc: st
     """:func:`invert.distributed.explain_sharded` of one layer with a progress bar."""
     from invert.distributed import ShardError, explain_sharded
 
-    bar = _tqdm(total=values.shape[1], desc=desc, unit="unit", disable=not progress,
-                leave=False)
-
-    def tick(done: int, total: int) -> None:
-        if bar is not None and hasattr(bar, "update"):
-            bar.update(done - bar.n)
-
-    try:
-        return explain_sharded(values, concepts, unit_ids=list(unit_ids), out_dir=out_dir,
-                               backend=backend, address=address, shard_units=shard_units,
-                               progress=tick, **search)
-    except ShardError as err:
-        raise CommandError(f"--backend {backend}: {err}") from err
-    finally:
-        if bar is not None and hasattr(bar, "close"):
-            bar.close()
+    with _unit_bar(values.shape[1], desc, progress) as tick:
+        try:
+            return explain_sharded(values, concepts, unit_ids=list(unit_ids), out_dir=out_dir,
+                                   backend=backend, address=address, shard_units=shard_units,
+                                   progress=tick, **search)
+        except ShardError as err:
+            raise CommandError(f"--backend {backend}: {err}") from err
 
 
 def summary_table(results: dict[str, Any], unit_labels: dict[str, list[str]] | None = None,
@@ -293,15 +276,6 @@ def summary_table(results: dict[str, Any], unit_labels: dict[str, list[str]] | N
         lines.append(f"{shown:<14} {len(res):>6} {len(ok):>9} {med:>12.3f}  "
                      + ("; ".join(tops) if tops else "-"))
     return "\n".join(lines)
-
-
-def _search_params(length, beam_size, min_fraction, max_fraction, mode, limit_search, dedupe,
-                   device, memory_budget) -> dict[str, Any]:
-    return {
-        "length": length, "beam_size": beam_size, "min_fraction": min_fraction,
-        "max_fraction": max_fraction, "mode": mode, "limit_search": limit_search,
-        "dedupe": dedupe, "device": device, "memory_budget": memory_budget,
-    }
 
 
 def run_explain(
@@ -343,11 +317,10 @@ def run_explain(
     if backend == "ray" and (search.get("holdout") is not None or permutations):
         raise CommandError("--holdout and --permutations are not available with --backend ray")
     acts: dict[str, tuple[np.ndarray, list, list | None]]
-    images_root = images
+    images_root = images if images is not None else data
     if activations is not None:
         acts = load_activations(activations, layers[0] if layers else None,
                                 mmap=backend == "ray")
-        images_root = images if images is not None else data
     else:
         from invert.extract import collect_activations, load_image_folder
 
@@ -358,7 +331,6 @@ def run_explain(
                                   progress=progress)
         acts = {k: (np.asarray(v.values, dtype=np.float32), list(v.unit_ids), list(v.sample_ids))
                 for k, v in got.items()}
-        images_root = images if images is not None else data
     n = next(iter(acts.values()))[0].shape[0]
     sids = next(iter(acts.values()))[2]
     for name, (v, _, _s) in acts.items():
@@ -443,8 +415,7 @@ def _search_options(f):
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """invert: label the units of neural networks with human concepts (INVERT)."""
     ctx.ensure_object(dict)
-    ctx.obj["progress"] = not quiet
-    ctx.obj["verbose"] = verbose
+    ctx.obj["progress"] = not quiet  # -v is counted by main(), which sets up logging
 
 
 @cli.command("explain")
@@ -508,8 +479,11 @@ def explain_cmd(ctx: click.Context, out: Path, concepts_spec: str, activations: 
         red = float(reduce)
     except ValueError:
         pass
-    search = _search_params(length, beam_size, min_fraction, max_fraction, mode, limit_search,
-                            not no_dedupe, device, memory_budget)
+    search = {
+        "length": length, "beam_size": beam_size, "min_fraction": min_fraction,
+        "max_fraction": max_fraction, "mode": mode, "limit_search": limit_search,
+        "dedupe": not no_dedupe, "device": device, "memory_budget": memory_budget,
+    }
     if metric != "auroc":
         search["metric"] = metric
     if holdout is not None:
@@ -606,9 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.NoArgsIsHelpError as err:  # pragma: no cover - click >= 8.2
         return _error(f"{err.format_message()}".splitlines()[0] if err.format_message()
                       else "missing command (try 'invert --help')")
-    except click.UsageError as err:
-        return _error(err.format_message())
-    except click.ClickException as err:
+    except click.ClickException as err:  # usage errors included
         return _error(err.format_message())
     except click.Abort:
         click.echo("invert: aborted", err=True)

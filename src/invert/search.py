@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -790,6 +790,7 @@ def explain(
     random_state=None,
     parsimony: float | str | None = "auto",
     metric: str = "auroc",
+    unit_ids: Sequence[Any] | None = None,
 ) -> ExplanationResult:
     """Explain every unit of a layer with logical formulas over concepts (INVERT).
 
@@ -845,6 +846,8 @@ def explain(
         0/1 labels with the raw activations) decomposes over label patterns like AUROC
         (sums of activations instead of rank sums); the reported ``auroc`` and p-values stay
         exact, and the metric's value is the ``point_biserial`` extra.
+    unit_ids : sequence, optional
+        Names of the K units (default: those of an activation set, else positions).
 
     Returns
     -------
@@ -895,7 +898,7 @@ def explain(
                                max_fraction=max_fraction, mode=mode,
                                limit_search=limit_search, dedupe=dedupe, device=device,
                                memory_budget=memory_budget, progress=progress,
-                               metric=metric))
+                               metric=metric, unit_ids=unit_ids))
     checked = check_search_params(
         dict(length=length, beam_size=beam_size, min_fraction=min_fraction,
              max_fraction=max_fraction, mode=mode, dedupe=dedupe, metric=metric), None)
@@ -904,8 +907,14 @@ def explain(
     mode, dedupe, metric = checked["mode"], checked["dedupe"], checked["metric"]
     budget = _parse_budget(memory_budget)
 
-    acts, unit_ids = _as_activations(activations)
+    acts, own_ids = _as_activations(activations)
     n, k_units = acts.shape
+    if unit_ids is None:
+        unit_ids = own_ids
+    elif len(unit_ids) != k_units:
+        raise bad("unit_ids", f"{k_units} ids (one per unit)", f"{len(unit_ids)} ids", raw=True)
+    else:
+        unit_ids = list(unit_ids)
     y, names = _as_concepts(concepts, n)
     c = y.shape[1]
     limit_search = check_search_params({"limit_search": limit_search}, c)["limit_search"]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import invert.concepts.imagenet as imagenet_mod
+import invert.concepts.wordnet as wordnet_mod
 from invert.concepts import (
     SkippedItemsWarning,
     WordNet,
@@ -142,6 +143,9 @@ def test_other_synsets_use_wordnet(wordnet):
         h.parents, "dog.n.01"
     )
     assert h.dropped[wordnet.synset("canine.n.02").wnid] == 1
+    # a synset outside the shipped ImageNet data is read from WordNet itself
+    rain = wordnet.synset("rain.n.01").wnid
+    assert imagenet_hierarchy([rain]).names[0] == "rain.n.01"
 
 
 def test_imagenet_folder(tmp_path):
@@ -198,6 +202,7 @@ def test_package_data_loads_without_touching_wordnet(monkeypatch):
 
     monkeypatch.setattr(WordNet, "__init__", boom)
     imagenet_mod._package_data.cache_clear()
+    wordnet_mod._default_wordnet.cache_clear()  # no WordNet instance left from other tests
     h = imagenet_hierarchy()
     assert len(h.names) == 1473
     payload = json.loads(gzip.decompress(

@@ -255,7 +255,7 @@ def _build(run: RunData, *, images_root, progress: bool, title: str | None) -> P
                 "layer": u["layer"], "layer_display": u["layer_display"], "unit": u["unit"],
                 "order": idx, "label": u["label"], "href": u["href"],
                 "formula": page.get("formula"), "auroc": page.get("auroc"),
-                "ci": page.get("ci_index"), "log10_p": page.get("log10_p"),
+                "ci": page.get("ci"), "log10_p": page.get("log10_p"),
                 "p_text": page.get("p_text"), "fraction": page.get("fraction"),
                 "support": page.get("support"), "reason": page.get("reason"),
                 "holdout_auroc": page.get("holdout_auroc"),
@@ -307,7 +307,7 @@ def _unit_page(u, run: RunData, labels, names, counts, descriptions, parents, th
         lo, hi = auroc_ci(auroc if auroc is not None else math.nan, n1, n0)
         page.update(
             formula=best["formula"], auroc=auroc, ci=_ci_text(lo, hi),
-            ci_index=_ci_text(lo, hi), log10_p=best.get("log10_p_value"),
+            log10_p=best.get("log10_p_value"),
             p_text=_p_text(best.get("log10_p_value")), fraction=best["fraction"],
             support=best["support"], length=best["length"],
             hist_svg=histogram_svg(a, mask), roc_svg=roc_svg(a, mask, auroc),
@@ -329,7 +329,7 @@ def _unit_page(u, run: RunData, labels, names, counts, descriptions, parents, th
             hier.append({
                 "name": nm, "chain": _chain(nm, parents),
                 "description": descriptions[j] if descriptions else None,
-                "count": int(counts[j]) if len(counts) > j else None,
+                "count": int(counts[j]),
             })
         page["hierarchy"] = hier
         page["others"] = [
