@@ -17,6 +17,8 @@ import torch
 
 from invert import cache as _cache
 
+from ._files import IMAGE_EXTENSIONS
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -30,10 +32,6 @@ __all__ = [
     "load_image_folder",
     "minilm_l6",
 ]
-
-IMAGE_EXTENSIONS: tuple[str, ...] = (
-    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
-)
 
 
 def _require_pil() -> Any:

