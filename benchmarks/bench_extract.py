@@ -30,13 +30,12 @@ import tempfile
 import time
 
 import torch
+from _common import add_size_args, synthetic_batches
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=4, help="interleaved rounds (best is kept)")
+    add_size_args(p)
     p.add_argument("--folder", default=None, help="also time a folder of images (first --n)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     a = p.parse_args(argv)
@@ -48,12 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as e:
         print(f"skipped: {e}")
         return 0
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(a.n, 3, 224, 224, generator=g)
-    batches = [x[s : s + a.batch_size] for s in range(0, a.n, a.batch_size)]
-    with torch.inference_mode():  # warm-up at full batch size (allocator, oneDNN kernels)
-        model(batches[0])
-        model(batches[0])
+    x, batches = synthetic_batches(model, a.n, a.batch_size)
     kw = {"batch_size": a.batch_size, "progress": False}
 
     def bare() -> None:

@@ -268,6 +268,18 @@ def sha1_file(path: str | os.PathLike[str], chunk: int = 1 << 24) -> str:
     return h.hexdigest()
 
 
+class _HashingWriter:
+    """File-like wrapper whose ``write`` also feeds the bytes to a hash (sequential writes only)."""
+
+    def __init__(self, f: Any, h: Any):
+        self._f = f
+        self._h = h
+
+    def write(self, b: Any) -> int:
+        self._h.update(b)
+        return self._f.write(b)
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None]) -> None:
     """Write a file atomically: ``write(fileobj)`` into a temp file, fsync, then ``os.replace``.
 
@@ -335,13 +347,21 @@ class ShardStore:
         atomic_write(self.shard_path(i), lambda f: np.savez(f, **payload))
 
     def read_shard(
-        self, i: int, batch_hash: str | None, keys: Sequence[str], *, header_only: bool = False
+        self,
+        i: int,
+        batch_hash: str | None,
+        keys: Sequence[str],
+        *,
+        header_only: bool = False,
+        only: Sequence[str] | None = None,
     ) -> tuple[dict[str, np.ndarray], Any] | None:
         """Return ``(arrays, meta)`` of shard ``i`` if present, intact and for this batch.
 
         ``keys`` are the arrays the shard must hold (it may hold more, all are returned).
         A corrupt or stale shard is deleted (with a warning) and ``None`` returned, so the
-        caller recomputes it. With ``header_only`` the arrays are not read (``{}``).
+        caller recomputes it. With ``header_only`` the arrays are not read (``{}``); with
+        ``only`` just those of the shard's arrays are read (each still CRC-checked), names
+        the shard lacks being skipped.
         """
         path = self.shard_path(i)
         if not path.exists():
@@ -351,7 +371,8 @@ class ShardStore:
                 info = json.loads(bytes(z["info"]).decode())
                 if not set(keys) <= set(info["keys"]):
                     raise CacheCorruptError(f"layers {info['keys']} lack some of {sorted(keys)}")
-                arrays = {} if header_only else {k: np.array(z[f"a_{k}"]) for k in info["keys"]}
+                load = info["keys"] if only is None else [k for k in info["keys"] if k in only]
+                arrays = {} if header_only else {k: np.array(z[f"a_{k}"]) for k in load}
         except Exception as e:  # noqa: BLE001 - any failure to read means "rebuild"
             logger.warning("cache shard %s is corrupt (%s); recomputing it", path, e)
             path.unlink(missing_ok=True)
@@ -417,8 +438,9 @@ class ShardStore:
                 if rows != shape[0]:
                     raise CacheCorruptError(f"{name}: wrote {rows} rows, expected {shape[0]}")
 
-            atomic_write(self.dir / fname, write)
-            files[name] = {"file": fname, "shape": list(shape), "sha1": sha1_file(self.dir / fname)}
+            h = hashlib.sha1()
+            atomic_write(self.dir / fname, lambda f, write=write, h=h: write(_HashingWriter(f, h)))
+            files[name] = {"file": fname, "shape": list(shape), "sha1": h.hexdigest()}
         record = {"format": FORMAT_VERSION, "key": self.key, "files": files, **info}
         _write_json(self.result_path, record)
         return record

@@ -108,7 +108,6 @@ class ActivationSet:
     reduction: str
     token_index: np.ndarray | None = None
     cache_path: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.values.ndim != 2:
@@ -173,13 +172,18 @@ class _StopForward(Exception):
     """Raised from a hook once every requested layer has been seen, to skip the rest."""
 
 
+def _closest_hint(name: str, options: Iterable[str]) -> str:
+    """``"; closest names: [...]"`` for an unknown layer name, or ``""`` when none is close."""
+    close = difflib.get_close_matches(name, list(options), n=5, cutoff=0.4)
+    return f"; closest names: {close}" if close else ""
+
+
 def _resolve_modules(model: torch.nn.Module, names: Sequence[str]) -> dict[str, torch.nn.Module]:
     modules = dict(model.named_modules())
     out = {}
     for name in names:
         if name not in modules:
-            close = difflib.get_close_matches(name, list(modules), n=5, cutoff=0.4)
-            hint = f"; closest names: {close}" if close else ""
+            hint = _closest_hint(name, modules)
             raise ValueError(
                 f"layers: no module named {name!r} in {type(model).__name__} "
                 f"({len(modules)} modules, see model.named_modules()){hint}"
@@ -252,7 +256,6 @@ class _Spec:
 class _LayerInfo:
     reduction: str = ""
     unit_ids: list[str] = field(default_factory=list)
-    width: int = -1
 
 
 def _parse_reduce(reduce: Reduce) -> tuple[str, float | None]:
@@ -418,11 +421,11 @@ def _units(
         label = "directions+" + label
     if not info.unit_ids:
         info.reduction = label
-        info.width = y.shape[1]
         info.unit_ids = ids if ids is not None else [str(i) for i in range(y.shape[1])]
-    elif y.shape[1] != info.width:
+    elif y.shape[1] != len(info.unit_ids):
         raise ValueError(
-            f"layer {name!r}: batch gave {y.shape[1]} units, earlier batches gave {info.width} "
+            f"layer {name!r}: batch gave {y.shape[1]} units, earlier batches gave "
+            f"{len(info.unit_ids)} "
             "(variable spatial size with reduce='none'?)"
         )
     return y, tok_index
@@ -870,7 +873,7 @@ def collect_activations(
         elif source.fingerprint is not None:
             data_fp = source.fingerprint()
     need_digest = use_cache and data_fp is None  # stream-hashed data
-    keys = _shard_keys(names, red)
+    keys = list(names)  # arrays every shard must hold (plus "__tok" when present)
 
     def open_store(dfp: str) -> _cache.ShardStore:
         key = _cache.Fingerprint().update(run_fp, "data", dfp).hexdigest()
@@ -967,7 +970,7 @@ def collect_activations(
             logger.info("activations loaded from cache %s (all batches verified)", store.dir)
             out = cached_result[0]
         else:
-            out = _consolidate(store, names, red, len(digests), ids, infos,
+            out = _consolidate(store, names, len(digests), ids, infos,
                                digests if need_digest else None)
     else:
         tok = np.concatenate(results["__tok"]) if "__tok" in results else None
@@ -976,17 +979,11 @@ def collect_activations(
     return out[names[0]] if single else out
 
 
-def _shard_keys(names: Sequence[str], red: str) -> list[str]:
-    """Arrays every shard must hold (a ``"__tok"`` token index is added when present)."""
-    return list(names)
-
-
 def _restore_infos(infos: dict[str, _LayerInfo], meta: Mapping[str, Any]) -> None:
     for n, (reduction, unit_ids) in meta.items():
         if not infos[n].unit_ids:
             infos[n].reduction = reduction
             infos[n].unit_ids = list(unit_ids)
-            infos[n].width = len(unit_ids)
 
 
 def _run_batch(
@@ -1064,32 +1061,31 @@ def _make_set(
 def _consolidate(
     store: _cache.ShardStore,
     names: Sequence[str],
-    red: str,
     n_batches: int,
     ids: list[Any],
     infos: dict[str, _LayerInfo],
     digests: list[str | None] | None,
 ) -> dict[str, ActivationSet]:
     """Stream the shards of batches ``0..n_batches-1`` into consolidated ``.npy`` files."""
-    keys = _shard_keys(names, red)
+    keys = list(names)
     rows = 0
     has_tok = False
     for i in range(n_batches):
-        got = store.read_shard(i, None, keys)
+        got = store.read_shard(i, None, keys, only=[keys[0], "__tok"])
         if got is None:
             raise _cache.CacheCorruptError(
                 f"cache shard {i} of {store.dir} vanished or broke during the run; rerun"
             )
         rows += int(got[0][keys[0]].shape[0])
         has_tok = "__tok" in got[0]
-    shapes: dict[str, tuple[int, ...]] = {n: (rows, infos[n].width) for n in names}
+    shapes: dict[str, tuple[int, ...]] = {n: (rows, len(infos[n].unit_ids)) for n in names}
     if has_tok:
         keys = [*keys, "__tok"]
         shapes["__tok"] = (rows, 2)
 
     def blocks(k: str) -> Iterator[np.ndarray]:
         for i in range(n_batches):
-            got = store.read_shard(i, None, keys)
+            got = store.read_shard(i, None, keys, only=[k])
             if got is None:
                 raise _cache.CacheCorruptError(f"cache shard {i} of {store.dir} broke")
             yield got[0][k]
@@ -1123,7 +1119,7 @@ def _sets_from_record(
     tok = np.asarray(tok) if tok is not None else None
     out = {}
     for n, li in record["layers"].items():
-        info = _LayerInfo(li["reduction"], list(li["unit_ids"]), len(li["unit_ids"]))
+        info = _LayerInfo(li["reduction"], list(li["unit_ids"]))
         out[n] = _make_set(arrs[n], n, info, list(record["sample_ids"]), tok, str(store.dir))
     return out
 

@@ -26,11 +26,10 @@ Needs ``pip install onnxruntime onnx`` (imported lazily).
 from __future__ import annotations
 
 import contextlib
-import difflib
 import io
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ import torch
 
 from invert import cache as _cache
 from invert._validate import bad
+from invert.extract import _closest_hint, hooked_outputs
 
 __all__ = ["OnnxSession", "OnnxUnitSource", "onnx_unit_source"]
 
@@ -81,28 +81,15 @@ class _Tap(torch.nn.Module):
         self.keys = list(keys) if keys is not None else None
 
     def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        mods = dict(self.model.named_modules())
-        store: dict[str, Any] = {}
-        handles = []
-
-        def make_hook(name: str) -> Callable[..., None]:
-            def hook(_m: torch.nn.Module, _i: Any, out: Any) -> None:
-                if name not in store:
-                    store[name] = out.clone() if isinstance(out, torch.Tensor) else out
-
-            return hook
-
-        try:
-            for name in self.layers:
-                if name:
-                    handles.append(mods[name].register_forward_hook(make_hook(name)))
+        with hooked_outputs(
+            self.model,
+            [n for n in self.layers if n],
+            lambda _n, o: o.clone() if isinstance(o, torch.Tensor) else o,
+        ) as store:
             if self.keys is not None:
                 final = self.model(**dict(zip(self.keys, args, strict=True)))
             else:
                 final = self.model(*args)
-        finally:
-            for h in handles:
-                h.remove()
         store.setdefault("", final)
         outs = []
         for name in self.layers:
@@ -291,8 +278,7 @@ def _check_layers(model: torch.nn.Module, layers: Any) -> tuple[bool, list[str]]
     known = set(modules)
     for n in names:
         if n not in known:
-            close = difflib.get_close_matches(n, modules, n=5, cutoff=0.4)
-            hint = f"; closest names: {close}" if close else ""
+            hint = _closest_hint(n, modules)
             raise ValueError(
                 f"layers: expected names from model.named_modules() of "
                 f"{type(model).__name__} ('' is the model output), got {n!r}{hint}"
