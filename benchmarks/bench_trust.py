@@ -17,7 +17,7 @@ import numpy as np
 
 import invert
 from invert.synthetic import make_layer
-from invert.trust import _null_best, correct_pvalues, explain_holdout
+from invert.trust import _null_best, _null_pvalues, _reject, correct_pvalues, explain_holdout
 
 
 def main() -> None:
@@ -52,9 +52,8 @@ def main() -> None:
         res = invert.explain(acts, y, **kw)
         t_search = time.perf_counter() - t0
         obs = np.array([u[0].auroc for u in res.units])
-        p = (1 + args.perms - np.searchsorted(null, obs - 1e-12)) / (1 + args.perms)
-        q = correct_pvalues(p, "bh")
-        disc = q <= 0.05
+        p = _null_pvalues(null, obs, args.perms)
+        disc = _reject(correct_pvalues(p, "bh"), 0.05)
         noise = np.arange(args.units) >= 64
         fdp = (disc & noise).sum() / max(1, disc.sum())
         raw = np.array([u[0].p_value for u in res.units])

@@ -43,7 +43,7 @@ import torch
 from . import cache as _cache
 from ._validate import bad, check_choice, check_int
 from .result import ExplanationResult, UnitExplanations
-from .search import SEARCH_PARAMS, check_search_params
+from .search import SEARCH_PARAMS, Labels, check_search_params
 
 __all__ = [
     "ShardError",
@@ -225,11 +225,8 @@ def _activation_source(activations) -> tuple[_NpyColumns | _InMemory, list[Any] 
 
 
 @dataclasses.dataclass
-class _Labels:
+class _Labels(Labels):
     """Validated concept labels (bool array or CSR) and names; picklable, cheap to ship."""
-
-    names: list[str] | None
-    matrix: Any
 
     def fingerprint(self) -> str:
         fp = _cache.Fingerprint().update("labels", self.names)
@@ -404,10 +401,8 @@ def _run_shard(source, labels: _Labels, start: int, stop: int, unit_ids: list[An
     if isinstance(source, np.ndarray):  # resolved from the Ray object store
         source = _InMemory(source)
     block = source.read(start, stop)
-    y = labels.matrix
-    if sp.issparse(y):  # explain() drops explicit zeros in place; the object store is read-only
-        y = y.copy()
-    res = explain(block, _Labels(labels.names, y) if labels.names is not None else y, **search)
+    # explain() copies sparse labels, so the read-only object store is safe
+    res = explain(block, labels, **search)
     del block
     return {
         "start": start, "stop": stop,

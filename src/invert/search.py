@@ -129,11 +129,20 @@ def _as_activations(activations) -> tuple[_Activations, list[Any] | None]:
     return src, unit_ids
 
 
+@dataclass
+class Labels:
+    """A concept matrix with optional names: the smallest concept set ``explain`` takes."""
+
+    names: list[str] | None
+    matrix: Any
+
+
 def _as_concepts(concepts, n: int):
     """(N, C) labels as a numpy bool array or scipy CSR bool matrix, plus names or None."""
     names = None
     if hasattr(concepts, "matrix") and hasattr(concepts, "names"):
-        names = [str(x) for x in concepts.names]
+        if concepts.names is not None:  # a concept set; None: a plain matrix
+            names = [str(x) for x in concepts.names]
         concepts = concepts.matrix
     if isinstance(concepts, torch.Tensor):
         concepts = concepts.detach().cpu().numpy()

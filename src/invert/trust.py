@@ -50,12 +50,13 @@ import scipy.sparse as sp
 from scipy.stats import rankdata
 
 from . import search as _search
-from ._validate import bad, check_fraction, check_int
+from ._validate import bad, check_choice, check_fraction, check_int
 from .formula import Formula, Literal, _Binary
 from .result import Explanation, ExplanationResult, UnitExplanations
-from .stats import mannwhitney_pvalues
+from .stats import auroc_from_ranksum, mannwhitney_pvalues
 from .trust_metrics import (
     METRIC_NAMES,
+    _check_q,
     _Columns,
     _delong_batch,
     auroc_ci,
@@ -107,13 +108,6 @@ class HoldoutResult(ExplanationResult):
     holdout_index: np.ndarray | None = None
 
 
-class _Named:
-    """A (names, matrix) pair accepted by :func:`invert.search.explain` as a concept set."""
-
-    def __init__(self, names, matrix):
-        self.names, self.matrix = names, matrix
-
-
 def _rng(random_state) -> np.random.Generator:
     if random_state is None or isinstance(random_state, np.random.Generator):
         return np.random.default_rng(random_state)
@@ -135,6 +129,13 @@ def _inputs(activations, concepts):
         a = a.astype(np.float64)
     y, names = _search._as_concepts(concepts, a.shape[0])
     return a, unit_ids, y, names
+
+
+def _check_holdout(holdout) -> float:
+    holdout = check_fraction("holdout", holdout)
+    if not 0.0 < holdout < 1.0:
+        raise bad("holdout", "a number in (0, 1)", holdout)
+    return holdout
 
 
 def _tie_term(values: np.ndarray) -> float:
@@ -181,9 +182,7 @@ def stratified_split(concepts, holdout: float, random_state=None) -> tuple[np.nd
     >>> bool(y[s, 0].any() and y[h, 0].any() and y[s, 1].any() and y[h, 1].any())
     True
     """
-    holdout = check_fraction("holdout", holdout)
-    if not 0.0 < holdout < 1.0:
-        raise bad("holdout", "a number in (0, 1)", holdout)
+    holdout = _check_holdout(holdout)
     rng = _rng(random_state)
     if hasattr(concepts, "matrix") and hasattr(concepts, "names"):
         concepts = concepts.matrix
@@ -226,6 +225,23 @@ def stratified_split(concepts, holdout: float, random_state=None) -> tuple[np.nd
 
 
 # ----------------------------------------------------------------------------- holdout
+
+
+def _split_figures(values: np.ndarray, cols: _Columns, formulas: list[Formula]):
+    """Figures of ``formulas`` on one split for one unit's ``values``.
+
+    Returns the masks (F, N), the mid-ranks, the support ``n1``, the AUROC and the
+    two-sided Mann-Whitney p-value and its log10 (NaN where the AUROC is undefined)."""
+    n = values.shape[0]
+    r = rankdata(values)
+    m = np.array([cols.evaluate(f) for f in formulas])
+    n1 = m.sum(axis=1).astype(np.float64)
+    s2 = 2.0 * (m @ r)
+    auc = auroc_from_ranksum(s2, n1, n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pv, lp = mannwhitney_pvalues(s2, n1, n, _tie_term(values))
+    undefined = np.isnan(auc)
+    return m, r, n1, auc, np.where(undefined, np.nan, pv), np.where(undefined, np.nan, lp)
 
 
 def _prefixes(f: Formula) -> list[Formula]:
@@ -327,9 +343,7 @@ def explain_holdout(
     figures very slightly optimistic; the margin keeps that small. Use
     :func:`permutation_test` for p-values corrected for the search.
     """
-    holdout = check_fraction("holdout", holdout)
-    if not 0.0 < holdout < 1.0:
-        raise bad("holdout", "a number in (0, 1)", holdout)
+    holdout = _check_holdout(holdout)
     margin = _check_parsimony(parsimony)
     level = float(level)
     kwargs = dict(search_kwargs or {})
@@ -340,7 +354,7 @@ def explain_holdout(
     n, k_units = a.shape
     s_idx, h_idx = stratified_split(y, holdout, random_state)
     y_s, y_h = y[s_idx], y[h_idx]
-    res = _search.explain(a[s_idx], _Named(names, y_s) if names is not None else y_s,
+    res = _search.explain(a[s_idx], _search.Labels(names, y_s),
                           **kwargs)
     p = res.params
     sign = 1.0 if p["mode"] == "positive" else -1.0
@@ -364,30 +378,15 @@ def explain_holdout(
                         seen.add(str(f))
                         cands.append(f)
                         search_rank.append(None)
-        a_h = a[h_idx, k].astype(np.float64)
-        r_h = rankdata(a_h)
-        m_h = np.array([cols_h.evaluate(f) for f in cands])
-        n1_h = m_h.sum(axis=1).astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            auc_h = np.where((n1_h > 0) & (n1_h < n_h),
-                             (m_h @ r_h - n1_h * (n1_h + 1) / 2) / (n1_h * (n_h - n1_h)),
-                             np.nan)
-            pv_h, lp_h = mannwhitney_pvalues(2.0 * (m_h @ r_h), n1_h, n_h, _tie_term(a_h))
-        pv_h = np.where(np.isnan(auc_h), np.nan, pv_h)
-        lp_h = np.where(np.isnan(auc_h), np.nan, lp_h)
-        ci_lo, ci_hi, _ = _delong_batch(r_h, m_h, level)
+        m_h, r_h, n1_h, auc_h, pv_h, lp_h = _split_figures(
+            a[h_idx, k].astype(np.float64), cols_h, cands)
+        ci_lo, ci_hi = _delong_batch(r_h, m_h, level)
         # search-split figures of added ancestors
         extra_e: dict[int, Explanation] = {}
         n_added = len(cands) - len(u)
         if n_added:
-            a_s = a[s_idx, k].astype(np.float64)
-            r_s = rankdata(a_s)
-            m_s = np.array([cols_s.evaluate(f) for f in cands[len(u):]])
-            n1_s = m_s.sum(axis=1).astype(np.float64)
-            s2 = 2.0 * (m_s @ r_s)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                auc_s = (s2 / 2 - n1_s * (n1_s + 1) / 2) / (n1_s * (n_s - n1_s))
-                pv_s, lp_s = mannwhitney_pvalues(s2, n1_s, n_s, _tie_term(a_s))
+            _, _, n1_s, auc_s, pv_s, lp_s = _split_figures(
+                a[s_idx, k].astype(np.float64), cols_s, cands[len(u):])
             for j in range(n_added):
                 fr = n1_s[j] / n_s
                 if not (0 < n1_s[j] < n_s and lo_s <= fr <= hi_s):
@@ -467,9 +466,7 @@ def add_metrics(result: ExplanationResult, activations, concepts, *, top_q: floa
     >>> sorted(k for k in res[0][0].extras if k.startswith("top_"))
     ['top_f1', 'top_iou', 'top_precision', 'top_q', 'top_recall']
     """
-    if not 0.0 < (top_q if isinstance(top_q, Real) and not isinstance(top_q, bool)
-                  else -1.0) <= 1.0:
-        raise bad("top_q", "a number in (0, 1]", top_q)
+    top_q = _check_q(top_q)
     a, _, y, _ = _inputs(activations, concepts)
     if rows is not None:
         rows = np.asarray(rows, dtype=np.int64)
@@ -483,7 +480,7 @@ def add_metrics(result: ExplanationResult, activations, concepts, *, top_q: floa
         if not u:
             continue
         masks = np.array([cols.evaluate(e.formula) for e in u])
-        tab = metric_table(a[:, k], masks, float(top_q))
+        tab = metric_table(a[:, k], masks, top_q)
         for i, e in enumerate(u):
             new = {prefix + key: float(tab[key][i]) for key in keys}
             new[prefix + "top_q"] = float(top_q)
@@ -522,6 +519,20 @@ def _null_best(base: np.ndarray, y, n_perm: int, rng: np.random.Generator, sign:
         out[done:done + c] = [sign * u[0].auroc if u else -np.inf for u in res.units]
         done += c
     return out
+
+
+def _null_pvalues(null_sorted: np.ndarray, obs, n_perm: int) -> np.ndarray:
+    """``(1 + #{null >= obs}) / (1 + n_perm)`` for each observed value (``null_sorted``
+    ascending, ``n_perm`` entries); observed values are lowered by 1e-12 so that a null
+    value equal up to rounding counts as at least as extreme."""
+    t = np.asarray(obs, dtype=np.float64) - 1e-12
+    ge = n_perm - np.searchsorted(null_sorted, t, side="left")
+    return (1.0 + ge) / (1.0 + n_perm)
+
+
+def _reject(adj: np.ndarray, alpha: float) -> np.ndarray:
+    """Where adjusted p-values are ``<= alpha`` (False for NaN: units without a test)."""
+    return np.nan_to_num(adj, nan=np.inf) <= alpha
 
 
 def permutation_test(
@@ -593,7 +604,6 @@ def permutation_test(
     n_permutations = check_int("n_permutations", n_permutations, minimum=1)
     block = check_int("block", block, minimum=1)
     alpha = check_alpha(alpha)
-    from ._validate import check_choice
     method = check_choice("method", method, ("bh", "holm"))
     rng = _rng(random_state)
     a, _, y, _ = _inputs(activations, concepts)
@@ -622,18 +632,16 @@ def permutation_test(
         else:
             base = a[:, members[0]].copy()
         null = np.sort(_null_best(base, y, n_permutations, rng, sign, kwargs, block))
-        t = obs[members] - 1e-12
-        ge = n_permutations - np.searchsorted(null, t, side="left")
-        p[members] = (1.0 + ge) / (1.0 + n_permutations)
+        p[members] = _null_pvalues(null, obs[members], n_permutations)
     if annotate:
         q = correct_pvalues(p, "bh")
         holm = correct_pvalues(p, "holm")
-        decide = q if method == "bh" else holm
+        reject = _reject(q if method == "bh" else holm, alpha)
         for k, u in enumerate(result.units):
             if u:
                 u[0] = replace(u[0], extras={
                     **u[0].extras, "search_p_value": float(p[k]), "q_value": float(q[k]),
-                    "holm_p_value": float(holm[k]), "significant": bool(decide[k] <= alpha),
+                    "holm_p_value": float(holm[k]), "significant": bool(reject[k]),
                     "n_permutations": n_permutations})
     return p
 
@@ -672,8 +680,7 @@ def significant_units(result: ExplanationResult, alpha: float = 0.05,
     if not any(u and "search_p_value" in u[0].extras for u in result.units):
         raise bad("result", "a result annotated by permutation_test", "no search_p_value",
                   raw=True)
-    adj = correct_pvalues(p, method)
-    return np.nan_to_num(adj, nan=np.inf) <= alpha
+    return _reject(correct_pvalues(p, method), alpha)
 
 
 # ----------------------------------------------------------------------------- top-q
@@ -722,7 +729,7 @@ def explain_top(activations, concepts, *, top_q: float = 0.01,
     kq = max(1, math.ceil(top_q * n - 1e-9))
     thr = np.partition(a, n - kq, axis=0)[n - kq]
     ind = (a >= thr[None, :]).astype(np.float32)
-    res = _search.explain(ind, _Named(names, y) if names is not None else y, **search_kwargs)
+    res = _search.explain(ind, _search.Labels(names, y), **search_kwargs)
     sizes = ind.sum(axis=0).astype(int)
     for k, u in enumerate(res.units):
         if unit_ids is not None:
@@ -732,7 +739,3 @@ def explain_top(activations, concepts, *, top_q: float = 0.01,
                                       "top_size": int(sizes[k])})
     res.params = {**res.params, "top_q": float(top_q)}
     return res
-
-
-# keep flake-quiet re-exports explicit
-_ = (auroc_ci, delong_ci, formula_masks, metrics)

@@ -39,6 +39,7 @@ from scipy.stats import rankdata
 
 from ._validate import bad, check_choice, check_fraction
 from .formula import And, Formula, Literal, Or
+from .stats import auroc_from_ranksum
 
 __all__ = [
     "METRIC_NAMES",
@@ -108,9 +109,9 @@ def auroc_ci(auroc, n_pos, n_neg, level: float = 0.95, method: str = "hanley-mcn
     a = np.asarray(auroc, dtype=np.float64)
     n1 = np.asarray(n_pos, dtype=np.float64)
     n0 = np.asarray(n_neg, dtype=np.float64)
-    q1 = a / (2.0 - a)
-    q2 = 2.0 * a * a / (1.0 + a)
     with np.errstate(divide="ignore", invalid="ignore"):
+        q1 = a / (2.0 - a)
+        q2 = 2.0 * a * a / (1.0 + a)
         var = (a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0)
         var = np.where((n1 > 0) & (n0 > 0), np.maximum(var, 0.0), np.nan)
     z = special.ndtri(0.5 + level / 2.0)
@@ -127,7 +128,6 @@ def _delong_batch(ranks: np.ndarray, masks: np.ndarray, level: float):
     f = masks.shape[0]
     low = np.full(f, np.nan)
     high = np.full(f, np.nan)
-    se = np.full(f, np.nan)
     n = ranks.shape[0]
     for i in range(f):
         m = masks[i]
@@ -136,13 +136,12 @@ def _delong_batch(ranks: np.ndarray, masks: np.ndarray, level: float):
         if n1 < 2 or n0 < 2:
             continue
         rp, rn = ranks[m], ranks[~m]
-        auc = (rp.sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0)
+        auc = float(auroc_from_ranksum(2.0 * rp.sum(), n1, n))
         v10 = (rp - rankdata(rp)) / n0  # share of negatives below each positive
         v01 = 1.0 - (rn - rankdata(rn)) / n1  # share of positives above each negative
         s = math.sqrt(max(0.0, v10.var(ddof=1) / n1 + v01.var(ddof=1) / n0))
-        se[i] = s
         low[i], high[i] = max(0.0, auc - z * s), min(1.0, auc + z * s)
-    return low, high, se
+    return low, high
 
 
 def delong_ci(scores, labels, level: float = 0.95) -> tuple[float, float]:
@@ -167,15 +166,15 @@ def delong_ci(scores, labels, level: float = 0.95) -> tuple[float, float]:
     y = np.asarray(labels).astype(bool).ravel()
     if y.shape != s.shape:
         raise bad("labels", f"{s.shape[0]} entries (one per score)", y.shape[0])
-    low, high, _ = _delong_batch(rankdata(s), y[None, :], level)
+    low, high = _delong_batch(rankdata(s), y[None, :], level)
     return float(low[0]), float(high[0])
 
 
 # ----------------------------------------------------------------------------- metrics
 
 
-def metric_table(values: np.ndarray, masks: np.ndarray, top_q: float = 0.05,
-                 ranks: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def metric_table(values: np.ndarray, masks: np.ndarray,
+                 top_q: float = 0.05) -> dict[str, np.ndarray]:
     """All metrics of one unit for several masks at once.
 
     Parameters
@@ -186,13 +185,11 @@ def metric_table(values: np.ndarray, masks: np.ndarray, top_q: float = 0.05,
         The formulas' masks.
     top_q : float
         Share of top activations for the top-q metrics.
-    ranks : numpy.ndarray, shape (N,), optional
-        ``scipy.stats.rankdata(values)`` if already computed.
 
     Returns
     -------
     dict of str to numpy.ndarray of shape (F,)
-        ``auroc``, ``n_pos`` and the keys of :data:`METRIC_NAMES`.
+        ``auroc`` and the keys of :data:`METRIC_NAMES`.
     """
     a = np.asarray(values, dtype=np.float64).ravel()
     masks = np.atleast_2d(np.asarray(masks, dtype=bool))
@@ -200,11 +197,9 @@ def metric_table(values: np.ndarray, masks: np.ndarray, top_q: float = 0.05,
     mf = masks.astype(np.float64)
     n1 = mf.sum(axis=1)
     n0 = n - n1
-    r = rankdata(a) if ranks is None else ranks
-    out: dict[str, np.ndarray] = {"n_pos": n1}
+    out: dict[str, np.ndarray] = {"auroc": auroc_from_ranksum(2.0 * (mf @ rankdata(a)), n1, n)}
     with np.errstate(divide="ignore", invalid="ignore"):
         ok = (n1 > 0) & (n0 > 0)
-        out["auroc"] = np.where(ok, (mf @ r - n1 * (n1 + 1) / 2.0) / (n1 * n0), np.nan)
 
         # AUPRC: cumulative true positives at the end of each group of tied activations
         order = np.argsort(-a, kind="stable")

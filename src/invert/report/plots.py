@@ -10,55 +10,13 @@ import math
 from html import escape
 
 import numpy as np
-from scipy.stats import norm
+
+from ..trust_metrics import auroc_ci
 
 __all__ = ["auroc_ci", "roc_curve", "histogram_svg", "roc_svg"]
 
 INSIDE = "#d95f02"
 OUTSIDE = "#1b9e77"
-
-
-def auroc_ci(auroc: float, n_pos: int, n_neg: int, level: float = 0.95) -> tuple[float, float]:
-    """Hanley-McNeil (1982) confidence interval of an AUROC, clipped to [0, 1].
-
-    ``SE^2 = (A (1 - A) + (n1 - 1)(Q1 - A^2) + (n0 - 1)(Q2 - A^2)) / (n1 n0)`` with
-    ``Q1 = A / (2 - A)`` and ``Q2 = 2 A^2 / (1 + A)``; the interval is ``A +- z SE`` with
-    ``z`` the normal quantile of ``(1 + level) / 2``. It assumes exponential score
-    distributions and is a quick, approximate interval (DeLong is more exact).
-
-    Parameters
-    ----------
-    auroc : float
-        The AUROC ``A``.
-    n_pos, n_neg : int
-        Samples inside (``n1``) and outside (``n0``) the formula.
-    level : float, default 0.95
-        Coverage, in (0, 1).
-
-    Returns
-    -------
-    (low, high) : tuple of float
-        ``(nan, nan)`` when ``auroc`` is not finite or a group is empty.
-
-    Examples
-    --------
-    >>> lo, hi = auroc_ci(0.8, 50, 50)
-    >>> round(lo, 3), round(hi, 3)
-    (0.713, 0.887)
-    """
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level: expected a number in (0, 1), got {level!r}")
-    a = float(auroc) if auroc is not None else math.nan
-    if not math.isfinite(a) or n_pos < 1 or n_neg < 1:
-        return (math.nan, math.nan)
-    q1 = a / (2.0 - a)
-    q2 = 2.0 * a * a / (1.0 + a)
-    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (
-        n_pos * n_neg
-    )
-    se = math.sqrt(max(var, 0.0))
-    z = float(norm.ppf(0.5 + level / 2.0))
-    return (max(0.0, a - z * se), min(1.0, a + z * se))
 
 
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
