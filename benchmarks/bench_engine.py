@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import invert
-from invert.synthetic import make_layer, make_multilabel_layer
+from invert.engine.synthetic import make_layer, make_multilabel_layer
 
 
 def peak_rss_gib() -> float:

@@ -4,7 +4,7 @@ Runs EfficientNet-Lite0 (offline package) on N synthetic 224x224 images in pre-m
 and prints images/s of
 
 * ``torch``: ``model(x)`` under ``torch.inference_mode()`` with ``torch.set_num_threads``,
-* ``onnxruntime``: the :func:`invert.extract_onnx.onnx_unit_source` callable on the same
+* ``onnxruntime``: the :func:`invert.extract.onnx.onnx_unit_source` callable on the same
   batches (``intra_op_threads`` = the same thread count),
 * ``ort via collect_activations``: ``collect_activations(None, x, source)`` (informational),
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     try:
         from invert.extract import collect_activations, efficientnet_lite0
-        from invert.extract_onnx import onnx_unit_source
+        from invert.extract.onnx import onnx_unit_source
 
         model, _ = efficientnet_lite0()
         t0 = time.perf_counter()

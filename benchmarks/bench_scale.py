@@ -31,7 +31,7 @@ import numpy as np
 
 
 def _layer(n_units: int, quick: bool):
-    from invert.synthetic import make_layer
+    from invert.engine.synthetic import make_layer
 
     return make_layer(n_leaves=100 if quick else 200, samples_per_leaf=40 if quick else 50,
                       n_hypernyms=40 if quick else 80, n_units=n_units, n_planted=16, seed=0)

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 import invert
-from invert.synthetic import make_layer
+from invert.engine.synthetic import make_layer
 from invert.trust import _null_best, _null_pvalues, _reject, correct_pvalues, explain_holdout
 
 

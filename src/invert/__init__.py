@@ -14,14 +14,13 @@ Examples
 '0'
 """
 
+from ._version import __version__
+from .api import explain
 from .concepts import ConceptSet
+from .engine.formula import And, Formula, Literal, Or, parse_formula
+from .engine.result import Explanation, ExplanationResult, UnitExplanations
+from .engine.stats import auroc
 from .extract import ActivationSet, collect_activations
-from .formula import And, Formula, Literal, Or, parse_formula
-from .result import Explanation, ExplanationResult, UnitExplanations
-from .search import explain
-from .stats import auroc
-
-__version__ = "0.1.0"
 
 __all__ = [
     "explain",

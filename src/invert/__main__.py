@@ -8,8 +8,8 @@ import time
 
 
 def synthetic_demo() -> int:
-    import invert
-    from invert.synthetic import make_layer
+    from invert.api import explain
+    from invert.engine.synthetic import make_layer
 
     t = time.perf_counter()
     layer = make_layer()
@@ -17,7 +17,7 @@ def synthetic_demo() -> int:
     print(f"synthetic layer: N={n} samples, C={layer.concepts.matrix.shape[1]} concepts, "
           f"K={k} units ({len(layer.planted)} planted)")
     t = time.perf_counter()
-    res = invert.explain(layer.activations, layer.concepts, length=3, beam_size=5,
+    res = explain(layer.activations, layer.concepts, length=3, beam_size=5,
                          min_fraction=0.002)
     print(f"explained in {time.perf_counter() - t:.1f} s\n")
     print(res.summary(top=15))

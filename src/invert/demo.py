@@ -72,7 +72,7 @@ def check_requirements(stamps: Path) -> None:
         raise DemoUnavailableError(
             f"the demo needs the Tux Paint photo stamps in {stamps}: {INSTALL_STAMPS}"
         )
-    from invert.concepts import WordNet
+    from .concepts import WordNet
 
     if not WordNet.available():
         raise DemoUnavailableError(f"the demo needs WordNet 3.0: {INSTALL_WORDNET}")
@@ -86,7 +86,7 @@ def is_photo(sample_id: str) -> bool:
 
 def photo_stamps(stamps: Path = STAMPS_ROOT):
     """The WordNet concept set of the Tux Paint photo stamps (drawn stamps left out)."""
-    from invert.concepts import from_folders
+    from .concepts import from_folders
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -106,7 +106,7 @@ def _has_onnxruntime() -> bool:
 
 
 def _class_names() -> list[str]:
-    from invert.concepts import imagenet_hierarchy
+    from .concepts import imagenet_hierarchy
 
     return list(imagenet_hierarchy().names[:1000])
 
@@ -137,8 +137,8 @@ def run_demo(
     echo : callable, optional
         Where to print the steps and the summary table (default: logging only).
     """
-    from invert.cli import explain_layer, prune_concepts, summary_table
-    from invert.report import build_report, save_run
+    from .report import build_report, save_run
+    from .workflow import explain_layer, prune_concepts, summary_table
 
     say = echo or logger.info
     out = Path(out)
@@ -150,7 +150,7 @@ def run_demo(
     say(f"concepts: {cs.n_concepts} WordNet synsets over {cs.n_samples} Tux Paint photos "
         f"({time.perf_counter() - t0:.1f} s)")
 
-    from invert.extract import ImageFolder, collect_activations, efficientnet_lite0
+    from .extract import ImageFolder, collect_activations, efficientnet_lite0
 
     model, transform = efficientnet_lite0()
     files = [root / str(s) for s in cs.sample_ids]
@@ -159,7 +159,7 @@ def run_demo(
     net: Any = model
     if (device in (None, "cpu")) and _has_onnxruntime():
         # ONNX Runtime runs this model several times faster than PyTorch on a CPU
-        from invert.extract_onnx import onnx_unit_source
+        from .extract.onnx import onnx_unit_source
 
         layers = list(onnx_unit_source(model, ds[0].unsqueeze(0), layers))
         net = None
@@ -184,7 +184,7 @@ def run_demo(
                              progress=progress, **search)
         for layer in (FEATURE_LAYER, LOGITS_LAYER)
     }
-    from invert.trust import permutation_test
+    from .trust import permutation_test
 
     t1 = time.perf_counter()
     for layer, res in results.items():  # p-values corrected for the search, and BH q-values

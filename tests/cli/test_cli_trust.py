@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from invert.cli import main
-from invert.synthetic import make_layer
+from invert.engine.synthetic import make_layer
 
 
 def _inputs(tmp_path):

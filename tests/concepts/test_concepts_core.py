@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from invert.concepts import ConceptSet, ConstantConceptWarning
-from invert.formula import parse_formula
+from invert.engine.formula import parse_formula
 
 
 def small(**kw) -> ConceptSet:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from invert.synthetic import make_layer, make_multilabel_layer
+from invert.engine.synthetic import make_layer, make_multilabel_layer
 
 
 @pytest.fixture(scope="session")

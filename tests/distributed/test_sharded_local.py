@@ -10,7 +10,8 @@ import pytest
 from _shard_helpers import SEARCH, FailOnce, assert_same
 
 import invert
-from invert.distributed import ShardError, _NpyColumns, explain_sharded, plan_shard_units
+from invert.distributed import ShardError, explain_sharded, plan_shard_units
+from invert.distributed.search import _NpyColumns
 
 
 @pytest.mark.parametrize("shard_units", [1, 5, 12, 50])
@@ -46,7 +47,7 @@ def test_npy_path_and_memmap(layer, tmp_path, order):
 
 def test_small_read_chunks(layer, tmp_path, monkeypatch):
     """Reads in row (or column) chunks much smaller than a shard give the same columns."""
-    import invert.distributed as d
+    import invert.distributed.search as d
 
     a, _ = layer
     for order in "CF":

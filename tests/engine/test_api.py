@@ -8,8 +8,8 @@ import scipy.sparse as sp
 import torch
 
 import invert
-from invert.search import _collapse, _ConceptOp
-from invert.synthetic import LabelMatrix, make_layer, make_multilabel_layer
+from invert.engine.search import _collapse, _ConceptOp
+from invert.engine.synthetic import LabelMatrix, make_layer, make_multilabel_layer
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import invert
-from invert.synthetic import make_layer
+from invert.engine.synthetic import make_layer
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from invert.formula import And, FormulaSyntaxError, Literal, Or, chain, parse_formula
+from invert.engine.formula import And, FormulaSyntaxError, Literal, Or, chain, parse_formula
 
 Y = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 0]], dtype=bool)
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import invert
-from invert import search
-from invert.synthetic import make_layer, make_multilabel_layer
+from invert.engine import search
+from invert.engine.synthetic import make_layer, make_multilabel_layer
 
 
 def _flat(res):

@@ -6,7 +6,7 @@ import scipy.stats as st
 import torch
 from sklearn.metrics import roc_auc_score
 
-from invert.stats import (
+from invert.engine.stats import (
     auroc,
     mannwhitney_pvalues,
     midranks2,

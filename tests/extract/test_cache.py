@@ -10,8 +10,8 @@ import pytest
 import torch
 from _extract_models import CountingConvNet, TinyTokenModel
 
-from invert.cache import ShardStore, atomic_write, batch_digest, fingerprint_module
 from invert.extract import collect_activations
+from invert.extract.cache import ShardStore, atomic_write, batch_digest, fingerprint_module
 
 LAYERS = ["conv", "fc"]
 
@@ -150,7 +150,7 @@ def test_corrupt_shard_is_detected_and_rebuilt(tmp_path, images, caplog):
     shard.write_bytes(bytes(raw))
     (_key_dir(tmp_path) / "shard-0000002.npz").write_bytes(b"truncated")
     net.fail_at, net.calls = None, 0
-    with caplog.at_level(logging.WARNING, logger="invert.cache"):
+    with caplog.at_level(logging.WARNING, logger="invert.extract.cache"):
         got = _run(net, images, tmp_path)
     assert net.calls == 6 - 4 + 2  # two missing + two corrupt shards recomputed
     assert "corrupt" in caplog.text

@@ -1,4 +1,4 @@
-"""ONNX Runtime unit sources (invert.extract_onnx): parity with the torch forward, caching."""
+"""ONNX Runtime unit sources (invert.extract.onnx): parity with the torch forward, caching."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ pytest.importorskip("onnxruntime", reason="ONNX tests need onnxruntime (pip inst
 pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install onnx)")
 
 from invert.extract import collect_activations  # noqa: E402
-from invert.extract_onnx import OnnxUnitSource, onnx_unit_source  # noqa: E402
+from invert.extract.onnx import OnnxUnitSource, onnx_unit_source  # noqa: E402
 
 LAYERS = ["conv", "relu", "pool", ""]
 

@@ -6,13 +6,9 @@ import scipy.sparse as sp
 from scipy.stats import mannwhitneyu
 from sklearn.metrics import roc_auc_score
 
-from invert.synthetic import make_layer
-from invert.trust import (
-    _choose,  # noqa: PLC2701 - the documented rule itself
-    delong_ci,
-    explain_holdout,
-    stratified_split,
-)
+from invert.engine.synthetic import make_layer
+from invert.trust import delong_ci, explain_holdout, stratified_split
+from invert.trust.holdout import _choose  # the documented rule itself
 
 
 def _both_sides(y, s, h):

@@ -5,8 +5,9 @@ import pytest
 from scipy.stats import kstest
 
 import invert
-from invert.synthetic import make_layer
-from invert.trust import _tie_keys, explain_top, permutation_test, significant_units
+from invert.engine.synthetic import make_layer
+from invert.trust import explain_top, permutation_test, significant_units
+from invert.trust.holdout import _tie_keys
 
 KW = {"length": 2, "beam_size": 3}
 

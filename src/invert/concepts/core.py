@@ -154,7 +154,7 @@ class ConceptSet:
     names : sequence of str
         Unique, non-empty concept names, one per column. Names may hold letters, digits and
         ``_ - . ' :`` etc.; names with spaces, parentheses, ``&``, ``|``, ``~`` or quotes are
-        quoted when :mod:`invert.formula` prints them, so formulas always parse back.
+        quoted when :mod:`invert.engine.formula` prints them, so formulas always parse back.
     ids : sequence of str, optional
         External identifiers of the concepts (e.g. WordNet WNIDs ``'n01440764'``).
     descriptions : sequence of str, optional

@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from invert.formula import parse_formula
-
+from ..engine.formula import parse_formula
 from .outputs import RunData, load_run, unit_slug
 from .plots import auroc_ci, histogram_svg, roc_svg
 

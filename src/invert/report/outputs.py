@@ -17,7 +17,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from invert.concepts import ConceptSet
-from invert.result import COLUMNS, ExplanationResult, json_safe
+from .._files import layer_slug, unit_slug
+from .._version import __version__
+from ..concepts import ConceptSet
+from ..engine.result import COLUMNS, ExplanationResult, json_safe
 
 __all__ = ["save_run", "load_run", "RunData", "layer_slug", "unit_slug", "RUN_FILE"]
 
@@ -39,28 +40,10 @@ PARQUET_FILE = "explanations.parquet"
 CONCEPTS_BASE = "concepts"
 FORMAT_VERSION = 1
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
-
-
-def layer_slug(layer: str) -> str:
-    """A file-name-safe form of a layer name (``""``, the model output, is ``"output"``)."""
-    s = _UNSAFE.sub("_", str(layer)).strip("._")
-    return s or "output"
-
-
-def unit_slug(unit: Any) -> str:
-    """A file-name-safe form of a unit id (``"12@3,4"`` -> ``"12_3_4"``)."""
-    s = _UNSAFE.sub("_", str(unit)).strip("._")
-    return s or "unit"
 
 
 def _invert_version() -> str:
-    try:
-        from invert import __version__
-
-        return str(__version__)
-    except ImportError:  # pragma: no cover - circular import guard
-        return "unknown"
+    return __version__
 
 
 def save_run(

@@ -11,7 +11,7 @@ from html import escape
 
 import numpy as np
 
-from ..trust_metrics import auroc_ci
+from ..trust.metrics import auroc_ci
 
 __all__ = ["auroc_ci", "roc_curve", "histogram_svg", "roc_svg"]
 

@@ -18,7 +18,7 @@ it than it is. This module offers
 
 Where figures go
 ----------------
-Per-formula figures go into :attr:`invert.result.Explanation.extras` (exported as extra
+Per-formula figures go into :attr:`invert.engine.result.Explanation.extras` (exported as extra
 columns by ``to_dataframe()`` and extra fields in JSON). Per-unit figures (search-corrected
 p-value, q-value, Holm p-value, significance) go into the extras of the unit's *best*
 explanation (rank 0).
@@ -49,12 +49,14 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
-from . import search as _search
-from ._validate import bad, check_choice, check_fraction, check_int
-from .formula import Formula, Literal, _Binary
-from .result import Explanation, ExplanationResult, UnitExplanations
-from .stats import auroc_from_ranksum, mannwhitney_pvalues
-from .trust_metrics import (
+from .._validate import bad, check_choice, check_fraction, check_int, check_random_state
+from ..engine import inputs as _inputs_mod
+from ..engine import search as _search
+from ..engine.inputs import Labels
+from ..engine.formula import Formula, Literal, _Binary
+from ..engine.result import Explanation, ExplanationResult, UnitExplanations
+from ..engine.stats import auroc_from_ranksum, mannwhitney_pvalues
+from .metrics import (
     METRIC_NAMES,
     _check_q,
     _Columns,
@@ -90,13 +92,13 @@ log = logging.getLogger(__name__)
 #: Parsimony margin of ``parsimony="auto"`` when a hold-out split is used.
 DEFAULT_PARSIMONY = 0.005
 
-#: Parameters of :func:`invert.search.explain` that define the search (kept in ``params``).
+#: Parameters of :func:`invert.engine.search.explain` that define the search (kept in ``params``).
 _SEARCH_KEYS = _search.SEARCH_PARAMS
 
 
 @dataclass
 class HoldoutResult(ExplanationResult):
-    """An :class:`~invert.result.ExplanationResult` that remembers its split.
+    """An :class:`~invert.engine.result.ExplanationResult` that remembers its split.
 
     Attributes
     ----------
@@ -109,16 +111,11 @@ class HoldoutResult(ExplanationResult):
 
 
 def _rng(random_state) -> np.random.Generator:
-    if random_state is None or isinstance(random_state, np.random.Generator):
-        return np.random.default_rng(random_state)
-    if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer):
-        raise bad("random_state", "None, an int or a numpy Generator", random_state,
-                  exc=TypeError)
-    return np.random.default_rng(int(random_state))
+    return check_random_state("random_state", random_state)
 
 
 def _inputs(activations, concepts):
-    src, unit_ids = _search._as_activations(activations)  # the engine's validation
+    src, unit_ids = _inputs_mod.as_activations(activations)  # the engine's validation
     if hasattr(src, "block"):  # the engine's block reader (whole array in memory here)
         a = src.block(slice(None))
     elif hasattr(src, "detach"):
@@ -127,7 +124,7 @@ def _inputs(activations, concepts):
         a = np.asarray(src)
     if not np.issubdtype(a.dtype, np.floating):
         a = a.astype(np.float64)
-    y, names = _search._as_concepts(concepts, a.shape[0])
+    y, names = _inputs_mod.as_labels(concepts, a.shape[0])
     return a, unit_ids, y, names
 
 
@@ -305,7 +302,7 @@ def explain_holdout(
         Margin of the parsimony rule (``"auto"``: :data:`DEFAULT_PARSIMONY` = 0.005). None
         keeps the search order.
     search_kwargs : dict, optional
-        Keyword arguments of :func:`invert.search.explain` (``length``, ``beam_size``,
+        Keyword arguments of :func:`invert.engine.search.explain` (``length``, ``beam_size``,
         ``min_fraction``, ``max_fraction``, ``mode``, ``limit_search``, ``dedupe``,
         ``device``, ``memory_budget``).
     level : float, default 0.95
@@ -314,7 +311,7 @@ def explain_holdout(
     Returns
     -------
     HoldoutResult
-        The main fields of each :class:`~invert.result.Explanation` (``auroc``, ``p_value``,
+        The main fields of each :class:`~invert.engine.result.Explanation` (``auroc``, ``p_value``,
         ``log10_p_value``, ``fraction``, ``support``) are **search-split** figures. Its
         ``extras`` add the **held-out** figures: ``holdout_auroc``,
         ``holdout_auroc_ci_low`` / ``holdout_auroc_ci_high`` (DeLong, ``level``),
@@ -354,7 +351,7 @@ def explain_holdout(
     n, k_units = a.shape
     s_idx, h_idx = stratified_split(y, holdout, random_state)
     y_s, y_h = y[s_idx], y[h_idx]
-    res = _search.explain(a[s_idx], _search.Labels(names, y_s),
+    res = _search.explain(a[s_idx], Labels(names, y_s),
                           **kwargs)
     p = res.params
     sign = 1.0 if p["mode"] == "positive" else -1.0
@@ -705,7 +702,7 @@ def explain_top(activations, concepts, *, top_q: float = 0.01,
         As for :func:`invert.explain`.
     top_q : float in (0, 1), default 0.01
     **search_kwargs
-        Parameters of :func:`invert.search.explain`.
+        Parameters of :func:`invert.engine.search.explain`.
 
     Returns
     -------
@@ -729,7 +726,7 @@ def explain_top(activations, concepts, *, top_q: float = 0.01,
     kq = max(1, math.ceil(top_q * n - 1e-9))
     thr = np.partition(a, n - kq, axis=0)[n - kq]
     ind = (a >= thr[None, :]).astype(np.float32)
-    res = _search.explain(ind, _search.Labels(names, y), **search_kwargs)
+    res = _search.explain(ind, Labels(names, y), **search_kwargs)
     sizes = ind.sum(axis=0).astype(int)
     for k, u in enumerate(res.units):
         if unit_ids is not None:

@@ -28,8 +28,9 @@ import scipy.sparse as sp
 import torch
 from scipy import stats as sps
 
-from ._validate import bad, check_choice, check_fraction, check_int
+from .._validate import bad, check_choice, check_fraction, check_int, check_memory_budget
 from .formula import chain
+from .inputs import _Activations, _as_activations, _as_concepts
 from .result import Explanation, ExplanationResult, UnitExplanations
 from .stats import (
     auroc_from_ranksum,
@@ -53,139 +54,6 @@ _EXPLORE_FACTOR = 1
 #: Tests set this to run the torch-only code path of GPUs (ranking by torch.sort, torch
 #: sparse products) on the CPU, so that it is checked where no GPU is available.
 _TORCH_PATH_ON_CPU = False
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-class _Activations:
-    """A validated (N, K) activation source, read a block of units at a time.
-
-    numpy arrays (memory maps included) are not copied whole: blocks of columns are read
-    when needed, so activations larger than memory are searched chunk by chunk."""
-
-    def __init__(self, data: np.ndarray | torch.Tensor):
-        self.data = data
-        self.shape = tuple(data.shape)
-
-    def block(self, sl: slice) -> np.ndarray:
-        """Columns ``sl`` as a numpy array (float, C-contiguous)."""
-        if isinstance(self.data, torch.Tensor):
-            b = self.data[:, sl].detach().cpu().numpy()
-        else:
-            b = np.asarray(self.data[:, sl])
-        if not np.issubdtype(b.dtype, np.floating):
-            b = b.astype(np.float64)
-        return np.ascontiguousarray(b)
-
-
-def _as_activations(activations) -> tuple[_Activations, list[Any] | None]:
-    unit_ids = getattr(activations, "unit_ids", None)
-    if isinstance(activations, torch.Tensor):
-        arr = activations.detach()
-        if arr.is_complex() or arr.dtype == torch.bool:
-            raise bad("activations", "real numbers", f"dtype {arr.dtype}", exc=TypeError,
-                      raw=True)
-    else:
-        values = getattr(activations, "values", None)
-        if isinstance(values, np.ndarray) and not isinstance(activations, np.ndarray):
-            activations = values  # an activation set: keep its (memory-mapped) array
-        try:
-            arr = activations if isinstance(activations, np.ndarray) else np.asarray(
-                activations)
-        except Exception as err:  # noqa: BLE001 - report any conversion failure the same way
-            raise bad("activations", "an array-like of numbers, shape (N,) or (N, K)",
-                      type(activations).__name__, exc=TypeError, raw=True) from err
-        if np.iscomplexobj(arr):
-            raise bad("activations", "real numbers", f"dtype {arr.dtype}", exc=TypeError,
-                      raw=True)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
-                                       or arr.dtype == bool):
-            raise bad("activations", "an array-like of numbers, shape (N,) or (N, K)",
-                      f"dtype {arr.dtype}", exc=TypeError, raw=True)
-    if arr.ndim == 1:
-        arr = arr.reshape(-1, 1)
-    if arr.ndim != 2:
-        raise bad("activations", "shape (N,) or (N, K)", f"shape {tuple(arr.shape)}", raw=True)
-    if arr.shape[0] == 0:
-        raise bad("activations", "at least one sample (row)", "0 rows", raw=True)
-    if arr.shape[1] == 0:
-        raise bad("activations", "at least one unit (column)", "0 columns", raw=True)
-    src = _Activations(arr)
-    step = max(1, (1 << 26) // (8 * arr.shape[0]))  # about 64 MiB per check
-    for s0 in range(0, arr.shape[1], step):
-        blk = src.block(slice(s0, s0 + step))
-        finite = np.isfinite(blk)
-        if not finite.all():
-            rows, cols = np.nonzero(~finite)
-            raise bad("activations", "finite numbers (no NaN or inf)",
-                      f"{int((~finite).sum())} non-finite values in units {s0}.."
-                      f"{s0 + blk.shape[1] - 1}, the first at row {int(rows[0])}, "
-                      f"unit {s0 + int(cols[0])}", raw=True)
-    if unit_ids is not None:
-        unit_ids = list(unit_ids)
-        if len(unit_ids) != arr.shape[1]:
-            unit_ids = None
-    return src, unit_ids
-
-
-@dataclass
-class Labels:
-    """A concept matrix with optional names: the smallest concept set ``explain`` takes."""
-
-    names: list[str] | None
-    matrix: Any
-
-
-def _as_concepts(concepts, n: int):
-    """(N, C) labels as a numpy bool array or scipy CSR bool matrix, plus names or None."""
-    names = None
-    if hasattr(concepts, "matrix") and hasattr(concepts, "names"):
-        if concepts.names is not None:  # a concept set; None: a plain matrix
-            names = [str(x) for x in concepts.names]
-        concepts = concepts.matrix
-    if isinstance(concepts, torch.Tensor):
-        concepts = concepts.detach().cpu().numpy()
-    if sp.issparse(concepts):
-        y = sp.csr_matrix(concepts, copy=True)
-        if y.ndim != 2:
-            raise bad("concepts", "a 2-D (N, C) matrix", f"shape {y.shape}", raw=True)
-        y.eliminate_zeros()
-        data = y.data
-        if data.size and not np.all(data == 1):
-            v = data[data != 1][0]
-            raise bad("concepts", "0/1 or boolean labels", f"a value {v.item()!r}", raw=True)
-        y = y.astype(bool)
-    else:
-        try:
-            arr = np.asarray(concepts)
-        except Exception as err:  # noqa: BLE001
-            raise bad("concepts", "a boolean (N, C) array, scipy.sparse matrix or concept set",
-                      type(concepts).__name__, exc=TypeError, raw=True) from err
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
-                                       or arr.dtype == bool):
-            raise bad("concepts", "a boolean (N, C) array, scipy.sparse matrix or concept set",
-                      f"dtype {arr.dtype}", exc=TypeError, raw=True)
-        if arr.ndim == 1:
-            arr = arr[:, None]
-        if arr.ndim != 2:
-            raise bad("concepts", "a 2-D (N, C) matrix", f"shape {arr.shape}", raw=True)
-        if arr.dtype != bool:
-            nonbin = (arr != 0) & (arr != 1)
-            if nonbin.any():
-                i, j = np.argwhere(nonbin)[0]
-                raise bad("concepts", "0/1 or boolean labels",
-                          f"{arr[i, j].item()!r} at row {i}, column {j}", raw=True)
-            arr = arr != 0
-        y = arr
-    if y.shape[0] != n:
-        raise bad("concepts", f"{n} rows (one per activation sample)", f"{y.shape[0]} rows",
-                  raw=True)
-    if y.shape[1] == 0:
-        raise bad("concepts", "at least one concept (column)", "0 columns", raw=True)
-    if names is not None and len(names) != y.shape[1]:
-        raise bad("concepts.names", f"{y.shape[1]} names (one per column)", len(names))
-    return y, names
 
 
 # ----------------------------------------------------------------------------- patterns
@@ -728,19 +596,7 @@ def check_search_params(params: dict[str, Any], n_concepts: int | None) -> dict[
 
 
 def _parse_budget(memory_budget) -> int:
-    if memory_budget is None:
-        return _DEFAULT_BUDGET
-    if isinstance(memory_budget, str):
-        units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-        text = memory_budget.strip().lower().removesuffix("ib").removesuffix("b")
-        try:
-            if text and text[-1] in units:
-                return int(float(text[:-1]) * units[text[-1]])
-            return int(float(text))
-        except ValueError:
-            raise bad("memory_budget", "bytes as an int or a size like '2GiB'",
-                      memory_budget) from None
-    return check_int("memory_budget", memory_budget, minimum=1 << 20)
+    return check_memory_budget("memory_budget", memory_budget)
 
 
 def _chunk_units(n: int, m: int, c: int, p: _Params, budget: int) -> int:
@@ -795,9 +651,6 @@ def explain(
     device=None,
     memory_budget: int | str | None = None,
     progress: Callable[[int, int], Any] | None = None,
-    holdout: float | None = None,
-    random_state=None,
-    parsimony: float | str | None = "auto",
     metric: str = "auroc",
     unit_ids: Sequence[Any] | None = None,
 ) -> ExplanationResult:
@@ -840,16 +693,6 @@ def explain(
     progress : callable, optional
         Called as ``progress(units_done, n_units)`` after each block of units (e.g. to
         update a progress bar).
-    holdout : float, optional
-        Share of samples held out: the search runs on the rest (split stratified so that
-        every concept with >= 2 samples lands in both parts), and each returned formula gets
-        its held-out AUROC, DeLong 95% interval, p-value and support as ``holdout_*`` extras
-        (the main figures stay those of the search split). See :mod:`invert.trust`.
-    random_state : int or numpy Generator, optional
-        Seed of the holdout split.
-    parsimony : float, "auto" or None
-        With a holdout: a longer formula replaces a shorter one only when its held-out AUROC
-        is higher by more than this margin ("auto": 0.005; None: off).
     metric : {"auroc", "point_biserial"}
         What the search maximises. ``"point_biserial"`` (the correlation of the formula's
         0/1 labels with the raw activations) decomposes over label patterns like AUROC
@@ -861,7 +704,7 @@ def explain(
     Returns
     -------
     ExplanationResult
-        ``result[k]`` is the best-first list of :class:`~invert.result.Explanation` of unit
+        ``result[k]`` is the best-first list of :class:`~invert.engine.result.Explanation` of unit
         ``k`` (empty, with a ``reason``, for a constant unit or when no formula fits the
         fraction limits).
 
@@ -897,17 +740,6 @@ def explain(
     >>> round(res[0][0].auroc, 3) > 0.95
     True
     """
-    if holdout is not None:
-        from .trust import explain_holdout
-
-        return explain_holdout(
-            activations, concepts, holdout=holdout, random_state=random_state,
-            parsimony=parsimony,
-            search_kwargs=dict(length=length, beam_size=beam_size, min_fraction=min_fraction,
-                               max_fraction=max_fraction, mode=mode,
-                               limit_search=limit_search, dedupe=dedupe, device=device,
-                               memory_budget=memory_budget, progress=progress,
-                               metric=metric, unit_ids=unit_ids))
     checked = check_search_params(
         dict(length=length, beam_size=beam_size, min_fraction=min_fraction,
              max_fraction=max_fraction, mode=mode, dedupe=dedupe, metric=metric), None)

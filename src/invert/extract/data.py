@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from invert import cache as _cache
-
-from ._files import IMAGE_EXTENSIONS
+from .._files import IMAGE_EXTENSIONS
+from . import cache as _cache
 
 logger = logging.getLogger(__name__)
 

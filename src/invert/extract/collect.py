@@ -26,8 +26,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from invert import cache as _cache
-from invert.extract_data import (
+from . import cache as _cache
+from .data import (
     IMAGE_EXTENSIONS,
     ImageFolder,
     ImageTransform,

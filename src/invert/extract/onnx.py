@@ -17,7 +17,7 @@ Several layers share one session and one run per batch::
     acts = collect_activations(None, images, srcs)  # {"_blocks.15": ..., "": ...}
 
 Each source carries an ``invert_cache_key`` built from the model's weights fingerprint
-(:func:`invert.cache.fingerprint_module`), the layer, the opset, the providers and the
+(:func:`invert.extract.cache.fingerprint_module`), the layer, the opset, the providers and the
 ONNX Runtime version, so ``cache_dir=`` works as with hooked layers.
 
 Needs ``pip install onnxruntime onnx`` (imported lazily).
@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from invert import cache as _cache
-from invert._validate import bad
-from invert.extract import _closest_hint, hooked_outputs
+from .._validate import bad
+from . import cache as _cache
+from .collect import _closest_hint, hooked_outputs
 
 __all__ = ["OnnxSession", "OnnxUnitSource", "onnx_unit_source"]
 

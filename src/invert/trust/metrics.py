@@ -37,9 +37,9 @@ import scipy.sparse as sp
 from scipy import special
 from scipy.stats import rankdata
 
-from ._validate import bad, check_choice, check_fraction
-from .formula import And, Formula, Literal, Or
-from .stats import auroc_from_ranksum
+from .._validate import bad, check_choice, check_fraction
+from ..engine.formula import And, Formula, Literal, Or
+from ..engine.stats import auroc_from_ranksum
 
 __all__ = [
     "METRIC_NAMES",

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._version import __version__
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -54,13 +56,8 @@ class CacheCorruptError(RuntimeError):
 
 
 def invert_version() -> str:
-    """Return the installed invert version (``"unknown"`` when not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("invert")
-    except PackageNotFoundError:
-        return "unknown"
+    """The invert version (part of every cache key)."""
+    return __version__
 
 
 class Fingerprint:

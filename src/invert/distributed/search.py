@@ -1,7 +1,7 @@
 """Scale-out: the search sharded over units and extraction sharded over samples, on Ray or not.
 
 :func:`explain_sharded` runs :func:`invert.explain` on contiguous shards of units and
-gathers one :class:`~invert.result.ExplanationResult`, equal to ``explain`` on the whole
+gathers one :class:`~invert.engine.result.ExplanationResult`, equal to ``explain`` on the whole
 array (the search of a unit does not depend on the other units). It
 
 * reads only each shard's columns (a ``.npy`` file is read with plain file reads in row
@@ -40,10 +40,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from . import cache as _cache
-from ._validate import bad, check_choice, check_int
-from .result import ExplanationResult, UnitExplanations
-from .search import SEARCH_PARAMS, Labels, check_search_params
+from .._files import layer_slug
+from .._validate import bad, check_choice, check_int
+from ..engine.result import ExplanationResult, UnitExplanations
+from ..engine.inputs import Labels
+from ..engine.search import SEARCH_PARAMS, check_search_params
+from ..extract import cache as _cache
 
 __all__ = [
     "ShardError",
@@ -285,7 +287,7 @@ def plan_shard_units(n_samples: int, n_units: int, memory_budget: int | str | No
     >>> plan_shard_units(200_000, 512, "256MiB")
     (134, 134217728)
     """
-    from .search import _parse_budget
+    from ..engine.search import _parse_budget
 
     n_samples = check_int("n_samples", n_samples, minimum=1)
     n_units = check_int("n_units", n_units, minimum=1)
@@ -394,7 +396,7 @@ def _run_shard(source, labels: _Labels, start: int, stop: int, unit_ids: list[An
                search: Mapping[str, Any], hook: Callable[[int, int], Any] | None
                ) -> dict[str, Any]:
     """Search units ``[start, stop)``; positions and ids already global."""
-    from .search import explain
+    from ..engine.search import explain
 
     if hook is not None:
         hook(start, stop)
@@ -573,7 +575,8 @@ def explain_sharded(
     >>> [str(u[0].formula) for u in res]
     ['0', '2', '4']
     """
-    from .search import _as_concepts, _parse_budget
+    from ..engine.inputs import _as_concepts
+    from ..engine.search import _parse_budget
 
     backend = check_choice("backend", backend, ("local", "ray"))
     if shard_units is not None:
@@ -720,7 +723,7 @@ def _slice_data(data, start: int, stop: int):
 
 def _extract_shard(model, data, start: int, stop: int, layers, kwargs: Mapping[str, Any],
                    threads: int, hook) -> dict[str, Any]:
-    from .extract import collect_activations
+    from ..extract import collect_activations
 
     if threads:
         torch.set_num_threads(threads)
@@ -789,8 +792,7 @@ def collect_activations_sharded(
         When shards failed; finished shards stay in the cache and a rerun extracts only
         the missing ones.
     """
-    from .extract import ActivationSet, load_image_folder
-    from .report.outputs import layer_slug
+    from ..extract import ActivationSet, load_image_folder
 
     backend = check_choice("backend", backend, ("local", "ray"))
     shard_samples = check_int("shard_samples", shard_samples, minimum=1)

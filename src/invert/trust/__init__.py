@@ -1,0 +1,65 @@
+"""Statistics one can trust: held-out evaluation, search-aware p-values, more metrics.
+
+A formula picked as the best of thousands of candidates looks better on the data that picked
+it than it is. This module offers
+
+* :func:`explain_holdout`: search on one stratified split, report AUROC, its DeLong
+  confidence interval and the Mann-Whitney p-value on the other, with a parsimony rule so
+  that longer formulas must earn their literals on held-out data;
+* :func:`permutation_test`: a p-value per unit *corrected for the search* (the whole beam
+  search is rerun on permuted activations), computed once per layer for all units that
+  share a tie structure, then :func:`correct_pvalues` (Benjamini-Hochberg, Holm) across
+  units and :func:`significant_units`;
+* :func:`add_metrics` / :func:`metrics`: AUPRC, MAD, point-biserial correlation and
+  precision / recall / F1 / IoU of the top-q activations for every reported formula;
+  :func:`auroc_ci` (Hanley-McNeil) and :func:`delong_ci`;
+* :func:`explain_top`: the best formula for a unit's top-q activations (activation ranges,
+  for polysemantic units).
+
+Where figures go
+----------------
+Per-formula figures go into :attr:`invert.engine.result.Explanation.extras` (exported as extra
+columns by ``to_dataframe()`` and extra fields in JSON). Per-unit figures (search-corrected
+p-value, q-value, Holm p-value, significance) go into the extras of the unit's *best*
+explanation (rank 0).
+
+Examples
+--------
+>>> import numpy as np
+>>> from invert.trust import explain_holdout
+>>> rng = np.random.default_rng(0)
+>>> y = rng.random((2000, 8)) < 0.1
+>>> a = 2.0 * y[:, 3] + rng.standard_normal(2000)
+>>> res = explain_holdout(a, y, holdout=0.5, random_state=1,
+...                       search_kwargs={"length": 2, "beam_size": 3})
+>>> best = res[0][0]
+>>> str(best.formula), best.auroc > 0.85, best.extras["holdout_auroc"] > 0.85
+('3', True, True)
+"""
+
+from .holdout import (
+    DEFAULT_PARSIMONY,
+    HoldoutResult,
+    add_metrics,
+    explain_holdout,
+    explain_top,
+    permutation_test,
+    significant_units,
+    stratified_split,
+)
+from .metrics import (
+    METRIC_NAMES,
+    auroc_ci,
+    correct_pvalues,
+    delong_ci,
+    formula_masks,
+    metric_table,
+    metrics,
+)
+
+__all__ = [
+    "HoldoutResult", "explain_holdout", "stratified_split", "permutation_test",
+    "correct_pvalues", "significant_units", "auroc_ci", "delong_ci", "metrics",
+    "metric_table", "add_metrics", "formula_masks", "explain_top", "DEFAULT_PARSIMONY",
+    "METRIC_NAMES",
+]
