@@ -42,9 +42,9 @@ import torch
 
 from .._files import layer_slug
 from .._validate import bad, check_choice, check_int
-from ..engine.result import ExplanationResult, UnitExplanations
 from ..engine.inputs import Labels
-from ..engine.search import SEARCH_PARAMS, check_search_params
+from ..engine.params import SEARCH_PARAMS, check_search_params
+from ..engine.result import ExplanationResult, UnitExplanations
 from ..extract import cache as _cache
 
 __all__ = [

@@ -32,8 +32,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
-__all__ = ["Formula", "Literal", "And", "Or", "parse_formula", "FormulaSyntaxError"]
+from .._validate import InvalidParameterError
+
+__all__ = [
+    "Formula", "Literal", "And", "Or", "BinaryFormula", "parse_formula", "FormulaSyntaxError",
+    "LabelColumns", "formula_masks",
+]
 
 _BARE_NAME = re.compile(r"^[^\s()&|~\"]+$")
 
@@ -48,13 +54,57 @@ def _quote(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _column(labels, index: int) -> np.ndarray:
-    """Column ``index`` of a dense or sparse label matrix as a bool vector."""
-    if hasattr(labels, "tocsc"):
-        return np.asarray(labels.tocsc()[:, [index]].toarray()).ravel().astype(bool)
-    if hasattr(labels, "detach"):
-        labels = labels.detach().cpu().numpy()
-    return np.asarray(labels)[:, index].astype(bool)
+class LabelColumns:
+    """Bool columns of a dense, sparse or torch (N, C) label matrix, each extracted once:
+    the one evaluator of formulas (:meth:`Formula.evaluate`, :func:`formula_masks`)."""
+
+    def __init__(self, labels):
+        if getattr(labels, "ndim", 2) != 2:
+            raise InvalidParameterError(
+                f"labels: expected a 2-D (N, C) concept matrix, got shape {np.shape(labels)}")
+        if hasattr(labels, "detach"):
+            labels = labels.detach().cpu().numpy()
+        self.sparse = sp.issparse(labels)
+        self.y = sp.csc_matrix(labels) if self.sparse else np.asarray(labels)
+        self.n = self.y.shape[0]
+        self._cache: dict[int, np.ndarray] = {}
+
+    def column(self, j: int) -> np.ndarray:
+        """Concept ``j`` as a bool vector (cached; do not modify it)."""
+        c = self._cache.get(j)
+        if c is None:
+            if self.sparse:
+                c = np.zeros(self.n, dtype=bool)
+                y = self.y
+                lo, hi = y.indptr[j], y.indptr[j + 1]
+                c[y.indices[lo:hi][y.data[lo:hi] != 0]] = True
+            else:
+                c = self.y[:, j].astype(bool)
+            self._cache[j] = c
+        return c
+
+    def evaluate(self, formula: Formula) -> np.ndarray:
+        """The formula's bool mask (N,), a fresh array."""
+        return formula._eval(self)
+
+
+def formula_masks(formulas: Sequence[Formula], labels) -> np.ndarray:
+    """Bool masks (F, N) of ``formulas`` over the rows of ``labels`` (dense or sparse),
+    extracting each concept column once.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from invert import parse_formula
+    >>> y = np.array([[1, 0], [0, 1], [1, 1]], dtype=bool)
+    >>> formula_masks([parse_formula("0 & ~1"), parse_formula("1")], y).astype(int).tolist()
+    [[1, 0, 0], [0, 1, 1]]
+    """
+    cols = labels if isinstance(labels, LabelColumns) else LabelColumns(labels)
+    out = np.zeros((len(formulas), cols.n), dtype=bool)
+    for i, f in enumerate(formulas):
+        out[i] = cols.evaluate(f)
+    return out
 
 
 class Formula:
@@ -74,13 +124,10 @@ class Formula:
         -------
         numpy.ndarray of bool, shape (N,)
         """
-        if getattr(labels, "ndim", 2) != 2:
-            raise ValueError(
-                f"labels: expected a 2-D (N, C) concept matrix, got shape {np.shape(labels)}"
-            )
-        return self._eval(labels, {})
+        cols = labels if isinstance(labels, LabelColumns) else LabelColumns(labels)
+        return self._eval(cols)
 
-    def _eval(self, labels, cache: dict) -> np.ndarray:  # pragma: no cover - abstract
+    def _eval(self, cols: LabelColumns) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
     @property
@@ -133,10 +180,8 @@ class Literal(Formula):
     negated: bool = False
     names: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
-    def _eval(self, labels, cache):
-        col = cache.get(self.index)
-        if col is None:
-            col = cache[self.index] = _column(labels, self.index)
+    def _eval(self, cols):
+        col = cols.column(self.index)
         return ~col if self.negated else col.copy()
 
     def literals(self):
@@ -151,7 +196,9 @@ class Literal(Formula):
 
 
 @dataclass(frozen=True, eq=True)
-class _Binary(Formula):
+class BinaryFormula(Formula):
+    """A node with two children (:class:`And`, :class:`Or`)."""
+
     left: Formula
     right: Formula
     names: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
@@ -164,11 +211,11 @@ class _Binary(Formula):
         return type(self)(self.left.with_names(names), self.right.with_names(names), names)
 
 
-class And(_Binary):
+class And(BinaryFormula):
     """Conjunction of two formulas."""
 
-    def _eval(self, labels, cache):
-        return self.left._eval(labels, cache) & self.right._eval(labels, cache)
+    def _eval(self, cols):
+        return self.left._eval(cols) & self.right._eval(cols)
 
     def _str(self, names, top):
         parts = []
@@ -178,11 +225,11 @@ class And(_Binary):
         return " & ".join(parts)
 
 
-class Or(_Binary):
+class Or(BinaryFormula):
     """Disjunction of two formulas."""
 
-    def _eval(self, labels, cache):
-        return self.left._eval(labels, cache) | self.right._eval(labels, cache)
+    def _eval(self, cols):
+        return self.left._eval(cols) | self.right._eval(cols)
 
     def _str(self, names, top):
         return " | ".join(child._str(names, top=False) for child in (self.left, self.right))

@@ -52,14 +52,13 @@ from scipy.stats import rankdata
 from .._validate import bad, check_choice, check_fraction, check_int, check_random_state
 from ..engine import inputs as _inputs_mod
 from ..engine import search as _search
+from ..engine.formula import BinaryFormula, Formula, LabelColumns, Literal
 from ..engine.inputs import Labels
-from ..engine.formula import Formula, Literal, _Binary
 from ..engine.result import Explanation, ExplanationResult, UnitExplanations
 from ..engine.stats import auroc_from_ranksum, mannwhitney_pvalues
 from .metrics import (
     METRIC_NAMES,
     _check_q,
-    _Columns,
     _delong_batch,
     auroc_ci,
     check_alpha,
@@ -224,7 +223,7 @@ def stratified_split(concepts, holdout: float, random_state=None) -> tuple[np.nd
 # ----------------------------------------------------------------------------- holdout
 
 
-def _split_figures(values: np.ndarray, cols: _Columns, formulas: list[Formula]):
+def _split_figures(values: np.ndarray, cols: LabelColumns, formulas: list[Formula]):
     """Figures of ``formulas`` on one split for one unit's ``values``.
 
     Returns the masks (F, N), the mid-ranks, the support ``n1``, the AUROC and the
@@ -245,7 +244,7 @@ def _prefixes(f: Formula) -> list[Formula]:
     """Left-deep ancestors of a formula built by the beam search (shortest first)."""
     out = []
     node = f
-    while isinstance(node, _Binary) and isinstance(node.right, Literal):
+    while isinstance(node, BinaryFormula) and isinstance(node.right, Literal):
         node = node.left
         out.append(node)
     return out[::-1]
@@ -357,7 +356,7 @@ def explain_holdout(
     sign = 1.0 if p["mode"] == "positive" else -1.0
     n_s, n_h = len(s_idx), len(h_idx)
     lo_s, hi_s = p["min_fraction"], p["max_fraction"]
-    cols_s, cols_h = _Columns(y_s), _Columns(y_h)
+    cols_s, cols_h = LabelColumns(y_s), LabelColumns(y_h)
 
     units: list[UnitExplanations] = []
     for k, u in enumerate(res.units):
@@ -471,7 +470,7 @@ def add_metrics(result: ExplanationResult, activations, concepts, *, top_q: floa
     if a.shape[1] != len(result.units):
         raise bad("activations", f"{len(result.units)} units (as in result)",
                   f"{a.shape[1]} columns", raw=True)
-    cols = _Columns(y)
+    cols = LabelColumns(y)
     keys = METRIC_NAMES + (("auroc",) if prefix else ())
     for k, u in enumerate(result.units):
         if not u:

@@ -29,16 +29,14 @@ Metrics are NaN where undefined (an empty or full mask, a constant outside group
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from numbers import Real
 
 import numpy as np
-import scipy.sparse as sp
 from scipy import special
 from scipy.stats import rankdata
 
 from .._validate import bad, check_choice, check_fraction
-from ..engine.formula import And, Formula, Literal, Or
+from ..engine.formula import formula_masks
 from ..engine.stats import auroc_from_ranksum
 
 __all__ = [
@@ -275,56 +273,6 @@ def metrics(activations_1d, mask, *, top_q: float = 0.05) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- masks
-
-
-class _Columns:
-    """Bool columns of a dense or sparse label matrix, extracted once each."""
-
-    def __init__(self, y):
-        self.sparse = sp.issparse(y)
-        self.y = sp.csc_matrix(y) if self.sparse else np.asarray(y)
-        self.n = y.shape[0]
-        self.cache: dict[int, np.ndarray] = {}
-
-    def col(self, j: int) -> np.ndarray:
-        c = self.cache.get(j)
-        if c is None:
-            if self.sparse:
-                c = np.zeros(self.n, dtype=bool)
-                c[self.y.indices[self.y.indptr[j]:self.y.indptr[j + 1]]] = True
-            else:
-                c = self.y[:, j].astype(bool)
-            self.cache[j] = c
-        return c
-
-    def evaluate(self, f: Formula) -> np.ndarray:
-        if isinstance(f, Literal):
-            c = self.col(f.index)
-            return ~c if f.negated else c
-        if isinstance(f, And):
-            return self.evaluate(f.left) & self.evaluate(f.right)
-        if isinstance(f, Or):
-            return self.evaluate(f.left) | self.evaluate(f.right)
-        return np.asarray(f.evaluate(self.y), dtype=bool)  # pragma: no cover - other nodes
-
-
-def formula_masks(formulas: Sequence[Formula], labels) -> np.ndarray:
-    """Bool masks (F, N) of ``formulas`` over the rows of ``labels`` (dense or sparse),
-    extracting each concept column once.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from invert import parse_formula
-    >>> y = np.array([[1, 0], [0, 1], [1, 1]], dtype=bool)
-    >>> formula_masks([parse_formula("0 & ~1"), parse_formula("1")], y).astype(int).tolist()
-    [[1, 0, 0], [0, 1, 1]]
-    """
-    cols = _Columns(labels)
-    out = np.zeros((len(formulas), labels.shape[0]), dtype=bool)
-    for i, f in enumerate(formulas):
-        out[i] = cols.evaluate(f)
-    return out
 
 
 # ----------------------------------------------------------------------------- corrections
