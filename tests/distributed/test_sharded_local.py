@@ -11,7 +11,7 @@ from _shard_helpers import SEARCH, FailOnce, assert_same
 
 import invert
 from invert.distributed import ShardError, explain_sharded, plan_shard_units
-from invert.distributed.search import _NpyColumns
+from invert.engine.inputs import NpyColumns
 
 
 @pytest.mark.parametrize("shard_units", [1, 5, 12, 50])
@@ -36,7 +36,7 @@ def test_npy_path_and_memmap(layer, tmp_path, order):
     a, cs = layer
     path = tmp_path / "acts.npy"
     np.save(path, np.asarray(a, order=order))
-    src = _NpyColumns.open(path)
+    src = NpyColumns.open(path)
     assert src.fortran == (order == "F")
     np.testing.assert_array_equal(src.read(3, 7), a[:, 3:7])
     want = invert.explain(a, cs, **SEARCH)
@@ -45,16 +45,14 @@ def test_npy_path_and_memmap(layer, tmp_path, order):
     assert_same(explain_sharded(mm, cs, shard_units=5, **SEARCH), want)
 
 
-def test_small_read_chunks(layer, tmp_path, monkeypatch):
+def test_small_read_chunks(layer, tmp_path):
     """Reads in row (or column) chunks much smaller than a shard give the same columns."""
-    import invert.distributed.search as d
-
     a, _ = layer
     for order in "CF":
         path = tmp_path / f"acts{order}.npy"
         np.save(path, np.asarray(a, order=order))
-        monkeypatch.setattr(d, "_READ_CHUNK", 7 * 4 * a.shape[1])
-        np.testing.assert_array_equal(_NpyColumns.open(path).read(2, 11), a[:, 2:11])
+        src = NpyColumns.open(path, read_chunk=7 * 4 * a.shape[1])
+        np.testing.assert_array_equal(src.read(2, 11), a[:, 2:11])
 
 
 def test_unit_ids(layer):

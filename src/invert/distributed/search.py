@@ -42,7 +42,7 @@ import torch
 
 from .._files import layer_slug
 from .._validate import bad, check_choice, check_int
-from ..engine.inputs import Labels
+from ..engine.inputs import InMemory, Labels, NpyColumns, activation_source
 from ..engine.params import SEARCH_PARAMS, check_search_params
 from ..engine.result import ExplanationResult, UnitExplanations
 from ..extract import cache as _cache
@@ -60,7 +60,6 @@ log = logging.getLogger(__name__)
 SHARD_FORMAT = 1
 _SEARCH_KEYS = (*SEARCH_PARAMS, "device")
 _DEFAULT_BUDGET = 1 << 30
-_READ_CHUNK = 16 << 20  # bytes per file read
 _SHARD_RE = re.compile(r"^units_(\d+)_(\d+)\.pkl$")
 _RAY_HINT = "pip install 'invert[ray]'"
 
@@ -99,131 +98,33 @@ def _import_ray():
 # ----------------------------------------------------------------------------- sources
 
 
-@dataclasses.dataclass
-class _NpyColumns:
-    """Reads column blocks of a ``.npy`` file with plain reads (no mapping, bounded buffer)."""
-
-    path: str
-    offset: int
-    shape: tuple[int, int]
-    dtype: str
-    fortran: bool
-
-    @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> _NpyColumns:
-        m = np.load(path, mmap_mode="r", allow_pickle=False)
-        try:
-            if m.ndim == 1:
-                shape = (int(m.shape[0]), 1)
-            elif m.ndim == 2:
-                shape = (int(m.shape[0]), int(m.shape[1]))
-            else:
-                raise bad("activations", "an (N,) or (N, K) array", f"shape {m.shape}", raw=True)
-            fortran = bool(m.flags.f_contiguous and not m.flags.c_contiguous)
-            return cls(str(Path(path).resolve()), int(m.offset), shape, m.dtype.str, fortran)
-        finally:
-            del m
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        n, k = self.shape
-        dt = np.dtype(self.dtype)
-        width = stop - start
-        out = np.empty((n, width), dtype=dt)
-        with open(self.path, "rb", buffering=0) as f:
-            if self.fortran:  # columns are contiguous: read whole columns, transpose in blocks
-                cols = max(1, _READ_CHUNK // max(1, n * dt.itemsize))
-                for c0 in range(0, width, cols):
-                    c1 = min(width, c0 + cols)
-                    buf = np.empty((c1 - c0, n), dtype=dt)
-                    f.seek(self.offset + (start + c0) * n * dt.itemsize)
-                    _read_into(f, buf)
-                    out[:, c0:c1] = buf.T
-            else:
-                row_bytes = k * dt.itemsize
-                rows = max(1, _READ_CHUNK // max(1, row_bytes))
-                buf = np.empty((min(rows, n), k), dtype=dt)
-                for r0 in range(0, n, rows):
-                    r1 = min(n, r0 + rows)
-                    f.seek(self.offset + r0 * row_bytes)
-                    _read_into(f, buf[: r1 - r0])
-                    out[r0:r1] = buf[: r1 - r0, start:stop]
-        return out
-
-    def fingerprint(self) -> str:
-        """Path, size, mtime, layout and the bytes of the first and last MiB of data."""
-        st = os.stat(self.path)
-        fp = _cache.Fingerprint().update("npy", self.path, st.st_size, st.st_mtime_ns,
-                                         self.shape, self.dtype, self.fortran)
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
+def _fingerprint(source: NpyColumns | InMemory) -> str:
+    """A ``.npy`` file: path, size, mtime, layout and the bytes of its first and last MiB of
+    data; an in-memory array: all its bytes."""
+    if isinstance(source, NpyColumns):
+        st = os.stat(source.path)
+        fp = _cache.Fingerprint().update("npy", source.path, st.st_size, st.st_mtime_ns,
+                                         source.shape, source.dtype, source.fortran)
+        with open(source.path, "rb") as f:
+            f.seek(source.offset)
             fp.update(f.read(1 << 20))
-            f.seek(max(self.offset, st.st_size - (1 << 20)))
+            f.seek(max(source.offset, st.st_size - (1 << 20)))
             fp.update(f.read(1 << 20))
         return fp.hexdigest()
+    a = source.array
+    h = hashlib.sha1(f"mem{a.dtype.str}{a.shape}".encode())
+    step = max(1, (64 << 20) // max(1, a.shape[1] * a.dtype.itemsize))
+    for r in range(0, a.shape[0], step):
+        h.update(np.ascontiguousarray(a[r:r + step]).data)
+    return h.hexdigest()
 
 
-def _read_into(f, arr: np.ndarray) -> None:
-    view = memoryview(arr.reshape(-1)).cast("B")
-    got = 0
-    while got < len(view):
-        n = f.readinto(view[got:])
-        if not n:
-            raise OSError(f"{f.name}: file ended early (truncated .npy?)")
-        got += n
-
-
-@dataclasses.dataclass
-class _InMemory:
-    """An in-memory (N, K) array; shards copy their columns."""
-
-    array: Any
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (int(self.array.shape[0]), int(self.array.shape[1]))
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        return np.ascontiguousarray(self.array[:, start:stop])
-
-    def fingerprint(self) -> str:
-        a = self.array
-        h = hashlib.sha1(f"mem{a.dtype.str}{a.shape}".encode())
-        step = max(1, (64 << 20) // max(1, a.shape[1] * a.dtype.itemsize))
-        for r in range(0, a.shape[0], step):
-            h.update(np.ascontiguousarray(a[r:r + step]).data)
-        return h.hexdigest()
-
-
-def _activation_source(activations) -> tuple[_NpyColumns | _InMemory, list[Any] | None]:
-    """A column reader for a path, a whole-file ``.npy`` memmap, or an array-like."""
-    unit_ids = getattr(activations, "unit_ids", None)
-    if isinstance(activations, str | os.PathLike):
-        path = Path(activations)
-        if not path.is_file():
-            raise FileNotFoundError(f"activations: file {str(path)!r} not found")
-        if path.suffix.lower() != ".npy":
-            raise bad("activations", "a .npy file or an array", str(path))
-        return _NpyColumns.open(path), None
-    values = getattr(activations, "values", activations)  # ActivationSet
-    if isinstance(values, np.memmap) and getattr(values, "filename", None):
-        fname = str(values.filename)
-        if fname.endswith(".npy") and values.ndim in (1, 2):
-            src = _NpyColumns.open(fname)
-            shape2 = values.shape if values.ndim == 2 else (values.shape[0], 1)
-            if (tuple(shape2) == src.shape and values.dtype.str == src.dtype
-                    and (values.flags.c_contiguous or values.flags.f_contiguous)):
-                return src, unit_ids
-    if hasattr(values, "detach"):  # torch tensor
-        values = values.detach().cpu().numpy()
-    arr = np.asarray(values)
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2:
-        raise bad("activations", "shape (N,) or (N, K)", f"shape {arr.shape}", raw=True)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise bad("activations", "an array-like of numbers, shape (N,) or (N, K)",
-                  f"dtype {arr.dtype}", exc=TypeError, raw=True)
-    return _InMemory(arr), unit_ids
+def _activation_source(activations) -> tuple[NpyColumns | InMemory, list[Any] | None]:
+    """The engine's column reader; tensors become numpy arrays (picklable for Ray)."""
+    source, unit_ids = activation_source(activations)
+    if isinstance(source, InMemory) and isinstance(source.array, torch.Tensor):
+        source = InMemory(source.array.cpu().numpy())
+    return source, unit_ids
 
 
 @dataclasses.dataclass
@@ -401,7 +302,7 @@ def _run_shard(source, labels: _Labels, start: int, stop: int, unit_ids: list[An
     if hook is not None:
         hook(start, stop)
     if isinstance(source, np.ndarray):  # resolved from the Ray object store
-        source = _InMemory(source)
+        source = InMemory(source)
     block = source.read(start, stop)
     # explain() copies sparse labels, so the read-only object store is safe
     res = explain(block, labels, **search)
@@ -601,7 +502,7 @@ def explain_sharded(
     labels = _Labels(names, y)
     search = _check_search(search, y.shape[1])
 
-    dt = np.dtype(source.dtype if isinstance(source, _NpyColumns) else source.array.dtype)
+    dt = np.dtype(source.dtype if isinstance(source, NpyColumns) else source.array.dtype)
     auto_units, search_budget = plan_shard_units(
         n, k, budget, itemsize=dt.itemsize, floating=bool(np.issubdtype(dt, np.floating)))
     search_kw = dict(search, memory_budget=search_budget)
@@ -621,7 +522,7 @@ def explain_sharded(
         hashed = {key: v for key, v in search.items() if key != "device"}
         key = _cache.Fingerprint().update(
             "invert.shards", SHARD_FORMAT, _cache.invert_version(),
-            "activations", source.fingerprint(), "concepts", labels.fingerprint(),
+            "activations", _fingerprint(source), "concepts", labels.fingerprint(),
             "search", hashed, "unit_ids", ids,
         ).hexdigest()
         store = None
@@ -664,7 +565,7 @@ def explain_sharded(
                 on_done((a, b), _run_shard(source, labels, a, b, sub, search_kw, _before_shard))
         elif todo:
             ray = session.ray
-            src_arg = ray.put(source.array) if isinstance(source, _InMemory) else source
+            src_arg = ray.put(source.array) if isinstance(source, InMemory) else source
             lab_ref = ray.put(labels)
             jobs = [((a, b), (src_arg, lab_ref, a, b, ids[a:b] if ids is not None else None,
                               search_kw, _before_shard, threads_per_worker)) for a, b in todo]

@@ -4,7 +4,9 @@ activation set, a memory-mapped ``.npy`` read a block of units at a time) and co
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
 import numpy as np
@@ -13,7 +15,10 @@ import torch
 
 from .._validate import bad
 
-__all__ = ["ActivationsLike", "ConceptsLike", "Labels", "as_activations", "as_labels"]
+__all__ = [
+    "ActivationsLike", "ConceptsLike", "ActivationSource", "Labels", "NpyColumns", "InMemory",
+    "activation_source", "as_activations", "as_labels",
+]
 
 
 class _NamedMatrix(Protocol):
@@ -30,62 +35,193 @@ ActivationsLike: TypeAlias = "np.ndarray | torch.Tensor | Any"
 ConceptsLike: TypeAlias = "np.ndarray | torch.Tensor | sp.spmatrix | sp.sparray | _NamedMatrix"
 
 
+@dataclass
+class NpyColumns:
+    """Reads column blocks of a ``.npy`` file with plain reads (no mapping, a bounded buffer
+    of ``read_chunk`` bytes), so a layer larger than memory is read a block of units at a
+    time."""
+
+    path: str
+    offset: int
+    shape: tuple[int, int]
+    dtype: str
+    fortran: bool
+    read_chunk: int = 16 << 20
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], read_chunk: int = 16 << 20) -> NpyColumns:
+        m = np.load(path, mmap_mode="r", allow_pickle=False)
+        try:
+            if m.ndim == 1:
+                shape = (int(m.shape[0]), 1)
+            elif m.ndim == 2:
+                shape = (int(m.shape[0]), int(m.shape[1]))
+            else:
+                raise bad("activations", "an (N,) or (N, K) array", f"shape {m.shape}", raw=True)
+            fortran = bool(m.flags.f_contiguous and not m.flags.c_contiguous)
+            return cls(str(Path(path).resolve()), int(m.offset), shape, m.dtype.str, fortran,
+                       read_chunk)
+        finally:
+            del m
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Columns ``start:stop`` as an (N, stop - start) array of the file's dtype."""
+        n, k = self.shape
+        dt = np.dtype(self.dtype)
+        width = stop - start
+        out = np.empty((n, width), dtype=dt)
+        with open(self.path, "rb", buffering=0) as f:
+            if self.fortran:  # columns are contiguous: read whole columns, transpose in blocks
+                cols = max(1, self.read_chunk // max(1, n * dt.itemsize))
+                for c0 in range(0, width, cols):
+                    c1 = min(width, c0 + cols)
+                    buf = np.empty((c1 - c0, n), dtype=dt)
+                    f.seek(self.offset + (start + c0) * n * dt.itemsize)
+                    _read_into(f, buf)
+                    out[:, c0:c1] = buf.T
+            else:
+                row_bytes = k * dt.itemsize
+                rows = max(1, self.read_chunk // max(1, row_bytes))
+                buf = np.empty((min(rows, n), k), dtype=dt)
+                for r0 in range(0, n, rows):
+                    r1 = min(n, r0 + rows)
+                    f.seek(self.offset + r0 * row_bytes)
+                    _read_into(f, buf[: r1 - r0])
+                    out[r0:r1] = buf[: r1 - r0, start:stop]
+        return out
+
+
+def _read_into(f, arr: np.ndarray) -> None:
+    view = memoryview(arr.reshape(-1)).cast("B")
+    got = 0
+    while got < len(view):
+        n = f.readinto(view[got:])
+        if not n:
+            raise OSError(f"{f.name}: file ended early (truncated .npy?)")
+        got += n
+
+
+@dataclass
+class InMemory:
+    """An (N, K) numpy array (memory maps included) or torch tensor, read by column blocks
+    (a numpy array is never copied whole)."""
+
+    array: Any
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.array.shape[0]), int(self.array.shape[1]))
+
+    @property
+    def dtype(self) -> np.dtype:
+        a = self.array
+        return np.dtype(str(a.dtype).removeprefix("torch.")) if isinstance(
+            a, torch.Tensor) else a.dtype
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Columns ``start:stop`` as a C-contiguous numpy array."""
+        if isinstance(self.array, torch.Tensor):
+            return np.ascontiguousarray(self.array[:, start:stop].detach().cpu().numpy())
+        return np.ascontiguousarray(self.array[:, start:stop])
+
+
+ActivationSource: TypeAlias = "NpyColumns | InMemory"
+
+
 class _Activations:
-    """A validated (N, K) activation source, read a block of units at a time.
+    """Checked (N, K) activations (finite real numbers), read a block of units at a time as
+    floats; ``data`` is the in-memory array or tensor (None for a ``.npy`` file)."""
 
-    numpy arrays (memory maps included) are not copied whole: blocks of columns are read
-    when needed, so activations larger than memory are searched chunk by chunk."""
-
-    def __init__(self, data: np.ndarray | torch.Tensor):
-        self.data = data
-        self.shape = tuple(data.shape)
+    def __init__(self, source: NpyColumns | InMemory):
+        self.source = source
+        self.data = source.array if isinstance(source, InMemory) else None
+        self.shape = source.shape
 
     def block(self, sl: slice) -> np.ndarray:
         """Columns ``sl`` as a numpy array (float, C-contiguous)."""
-        if isinstance(self.data, torch.Tensor):
-            b = self.data[:, sl].detach().cpu().numpy()
-        else:
-            b = np.asarray(self.data[:, sl])
+        start, stop, _ = sl.indices(self.shape[1])
+        b = self.source.read(start, stop)
         if not np.issubdtype(b.dtype, np.floating):
             b = b.astype(np.float64)
         return np.ascontiguousarray(b)
 
 
-def _as_activations(activations) -> tuple[_Activations, list[Any] | None]:
+def activation_source(activations: ActivationsLike | str | os.PathLike[str]
+                      ) -> tuple[NpyColumns | InMemory, list[Any] | None]:
+    """A column reader for a ``.npy`` path, a whole-file ``.npy`` memmap (read with plain
+    file reads), or an array-like / tensor / activation set, and the unit ids (or None).
+
+    Checks the shape and dtype (real numbers, (N,) or (N, K), at least one row and
+    column); finiteness is checked by :func:`as_activations`."""
     unit_ids = getattr(activations, "unit_ids", None)
-    if isinstance(activations, torch.Tensor):
-        arr = activations.detach()
-        if arr.is_complex() or arr.dtype == torch.bool:
-            raise bad("activations", "real numbers", f"dtype {arr.dtype}", exc=TypeError,
-                      raw=True)
-    else:
-        values = getattr(activations, "values", None)
-        if isinstance(values, np.ndarray) and not isinstance(activations, np.ndarray):
-            activations = values  # an activation set: keep its (memory-mapped) array
-        try:
-            arr = activations if isinstance(activations, np.ndarray) else np.asarray(
-                activations)
-        except Exception as err:  # noqa: BLE001 - report any conversion failure the same way
-            raise bad("activations", "an array-like of numbers, shape (N,) or (N, K)",
-                      type(activations).__name__, exc=TypeError, raw=True) from err
-        if np.iscomplexobj(arr):
-            raise bad("activations", "real numbers", f"dtype {arr.dtype}", exc=TypeError,
-                      raw=True)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
-                                       or arr.dtype == bool):
-            raise bad("activations", "an array-like of numbers, shape (N,) or (N, K)",
-                      f"dtype {arr.dtype}", exc=TypeError, raw=True)
+    if isinstance(activations, str | os.PathLike):
+        path = Path(activations)
+        if not path.is_file():
+            raise FileNotFoundError(f"activations: file {str(path)!r} not found")
+        if path.suffix.lower() != ".npy":
+            raise bad("activations", "a .npy file or an array", str(path))
+        return _checked(NpyColumns.open(path)), None
+    values = activations
+    if not isinstance(activations, np.ndarray | torch.Tensor):
+        v = getattr(activations, "values", None)  # an activation set: keep its array
+        if isinstance(v, np.ndarray | torch.Tensor):
+            values = v
+    if isinstance(values, np.memmap) and getattr(values, "filename", None):
+        fname = str(values.filename)
+        if fname.endswith(".npy") and values.ndim in (1, 2):
+            src = NpyColumns.open(fname)
+            shape2 = values.shape if values.ndim == 2 else (values.shape[0], 1)
+            if (tuple(shape2) == src.shape and values.dtype.str == src.dtype
+                    and (values.flags.c_contiguous or values.flags.f_contiguous)):
+                return _checked(src), _ids(unit_ids, src.shape[1])
+    arr = _as_array(values)
     if arr.ndim == 1:
         arr = arr.reshape(-1, 1)
-    if arr.ndim != 2:
-        raise bad("activations", "shape (N,) or (N, K)", f"shape {tuple(arr.shape)}", raw=True)
-    if arr.shape[0] == 0:
+    src = _checked(InMemory(arr))
+    return src, _ids(unit_ids, src.shape[1])
+
+
+def _ids(unit_ids: Any, k: int) -> list[Any] | None:
+    if unit_ids is None:
+        return None
+    unit_ids = list(unit_ids)
+    return unit_ids if len(unit_ids) == k else None
+
+
+def _as_array(values: Any) -> np.ndarray | torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        arr = values.detach()
+        if arr.is_complex() or arr.dtype == torch.bool:
+            raise bad("activations", "real numbers", f"dtype {arr.dtype}", raw=True)
+        return arr
+    try:
+        arr = values if isinstance(values, np.ndarray) else np.asarray(values)
+    except Exception as err:  # noqa: BLE001 - report any conversion failure the same way
+        raise bad("activations", "an array-like of numbers, shape (N,) or (N, K)",
+                  type(values).__name__, raw=True) from err
+    if np.iscomplexobj(arr):
+        raise bad("activations", "real numbers", f"dtype {arr.dtype}", raw=True)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise bad("activations", "an array-like of numbers, shape (N,) or (N, K)",
+                  f"dtype {arr.dtype}", raw=True)
+    return arr
+
+
+def _checked(src: NpyColumns | InMemory) -> NpyColumns | InMemory:
+    shape = tuple(src.array.shape) if isinstance(src, InMemory) else src.shape
+    if len(shape) != 2:
+        raise bad("activations", "shape (N,) or (N, K)", f"shape {shape}", raw=True)
+    if shape[0] == 0:
         raise bad("activations", "at least one sample (row)", "0 rows", raw=True)
-    if arr.shape[1] == 0:
+    if shape[1] == 0:
         raise bad("activations", "at least one unit (column)", "0 columns", raw=True)
-    src = _Activations(arr)
-    step = max(1, (1 << 26) // (8 * arr.shape[0]))  # about 64 MiB per check
-    for s0 in range(0, arr.shape[1], step):
+    return src
+
+
+def _check_finite(src: _Activations) -> None:
+    n, k = src.shape
+    step = max(1, (1 << 26) // (8 * n))  # about 64 MiB per check
+    for s0 in range(0, k, step):
         blk = src.block(slice(s0, s0 + step))
         finite = np.isfinite(blk)
         if not finite.all():
@@ -94,11 +230,13 @@ def _as_activations(activations) -> tuple[_Activations, list[Any] | None]:
                       f"{int((~finite).sum())} non-finite values in units {s0}.."
                       f"{s0 + blk.shape[1] - 1}, the first at row {int(rows[0])}, "
                       f"unit {s0 + int(cols[0])}", raw=True)
-    if unit_ids is not None:
-        unit_ids = list(unit_ids)
-        if len(unit_ids) != arr.shape[1]:
-            unit_ids = None
-    return src, unit_ids
+
+
+def _as_activations(activations) -> tuple[_Activations, list[Any] | None]:
+    source, unit_ids = activation_source(activations)
+    acts = _Activations(source)
+    _check_finite(acts)
+    return acts, unit_ids
 
 
 @dataclass
@@ -133,11 +271,11 @@ def _as_concepts(concepts, n: int):
             arr = np.asarray(concepts)
         except Exception as err:  # noqa: BLE001
             raise bad("concepts", "a boolean (N, C) array, scipy.sparse matrix or concept set",
-                      type(concepts).__name__, exc=TypeError, raw=True) from err
+                      type(concepts).__name__, raw=True) from err
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
                                        or arr.dtype == bool):
             raise bad("concepts", "a boolean (N, C) array, scipy.sparse matrix or concept set",
-                      f"dtype {arr.dtype}", exc=TypeError, raw=True)
+                      f"dtype {arr.dtype}", raw=True)
         if arr.ndim == 1:
             arr = arr[:, None]
         if arr.ndim != 2:
