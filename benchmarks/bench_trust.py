@@ -17,7 +17,8 @@ import numpy as np
 
 import invert
 from invert.engine.synthetic import make_layer
-from invert.trust import _null_best, _null_pvalues, _reject, correct_pvalues, explain_holdout
+from invert.trust import correct_pvalues, explain_holdout
+from invert.trust.permutation import _null_best, _null_pvalues, _reject
 
 
 def main() -> None:

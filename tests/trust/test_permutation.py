@@ -7,7 +7,7 @@ from scipy.stats import kstest
 import invert
 from invert.engine.synthetic import make_layer
 from invert.trust import explain_top, permutation_test, significant_units
-from invert.trust.holdout import _tie_keys
+from invert.trust.permutation import _tie_keys
 
 KW = {"length": 2, "beam_size": 3}
 

@@ -1,5 +1,10 @@
 """Statistics one can trust: held-out evaluation, search-aware p-values, more metrics.
 
+Modules: :mod:`~invert.trust.holdout` (split, held-out figures, parsimony),
+:mod:`~invert.trust.permutation` (search-corrected p-values), :mod:`~invert.trust.metrics`
+(metrics, intervals, corrections) and :mod:`~invert.trust.top` (top-q activations); import
+from :mod:`invert.trust`.
+
 A formula picked as the best of thousands of candidates looks better on the data that picked
 it than it is. This module offers
 
@@ -37,18 +42,10 @@ Examples
 ('3', True, True)
 """
 
-from .holdout import (
-    DEFAULT_PARSIMONY,
-    HoldoutResult,
-    add_metrics,
-    explain_holdout,
-    explain_top,
-    permutation_test,
-    significant_units,
-    stratified_split,
-)
+from .holdout import DEFAULT_PARSIMONY, HoldoutResult, explain_holdout, stratified_split
 from .metrics import (
     METRIC_NAMES,
+    add_metrics,
     auroc_ci,
     correct_pvalues,
     delong_ci,
@@ -56,6 +53,8 @@ from .metrics import (
     metric_table,
     metrics,
 )
+from .permutation import permutation_test, significant_units
+from .top import explain_top
 
 __all__ = [
     "HoldoutResult", "explain_holdout", "stratified_split", "permutation_test",

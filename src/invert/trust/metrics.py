@@ -1,6 +1,7 @@
 """Metrics beside AUROC, AUROC confidence intervals and multiple-testing corrections.
 
-Part of :mod:`invert.trust` (import from there). Pure functions of arrays: no I/O.
+Part of :mod:`invert.trust` (import from there). Pure functions of arrays, no I/O, and
+:func:`add_metrics`, which writes them into the extras of a search result.
 
 Definitions (for a unit's activations ``a`` over N samples and a formula's 0/1 mask ``m``
 with ``n1`` samples inside and ``n0 = N - n1`` outside):
@@ -29,15 +30,17 @@ Metrics are NaN where undefined (an empty or full mask, a constant outside group
 from __future__ import annotations
 
 import math
-from numbers import Real
 
 import numpy as np
 from scipy import special
 from scipy.stats import rankdata
 
-from .._validate import bad, check_choice, check_fraction
-from ..engine.formula import formula_masks
+from .._validate import bad, check_choice, check_interval
+from ..engine.formula import LabelColumns, formula_masks
+from ..engine.inputs import ActivationsLike, ConceptsLike
+from ..engine.result import ExplanationResult
 from ..engine.stats import auroc_from_ranksum
+from ._data import check_units, whole_inputs, with_extras
 
 __all__ = [
     "METRIC_NAMES",
@@ -45,6 +48,7 @@ __all__ = [
     "delong_ci",
     "metrics",
     "metric_table",
+    "add_metrics",
     "correct_pvalues",
     "formula_masks",
 ]
@@ -58,16 +62,13 @@ METRIC_NAMES = (
 # ----------------------------------------------------------------------------- checks
 
 
-def _check_level(level) -> float:
-    if isinstance(level, bool) or not isinstance(level, Real) or not 0.0 < float(level) < 1.0:
-        raise bad("level", "a number in (0, 1)", level)
-    return float(level)
+def check_level(level) -> float:
+    """The coverage of an interval: a number in (0, 1)."""
+    return check_interval("level", level, 0.0, 1.0, low_open=True, high_open=True)
 
 
 def _check_q(top_q) -> float:
-    if isinstance(top_q, bool) or not isinstance(top_q, Real) or not 0.0 < float(top_q) <= 1.0:
-        raise bad("top_q", "a number in (0, 1]", top_q)
-    return float(top_q)
+    return check_interval("top_q", top_q, 0.0, 1.0, low_open=True)
 
 
 # ----------------------------------------------------------------------------- intervals
@@ -102,7 +103,7 @@ def auroc_ci(auroc, n_pos, n_neg, level: float = 0.95, method: str = "hanley-mcn
     >>> round(float(low), 3), round(float(high), 3)
     (0.723, 0.877)
     """
-    level = _check_level(level)
+    level = check_level(level)
     check_choice("method", method, ("hanley-mcneil",))
     a = np.asarray(auroc, dtype=np.float64)
     n1 = np.asarray(n_pos, dtype=np.float64)
@@ -120,7 +121,7 @@ def auroc_ci(auroc, n_pos, n_neg, level: float = 0.95, method: str = "hanley-mcn
     return low, high
 
 
-def _delong_batch(ranks: np.ndarray, masks: np.ndarray, level: float):
+def delong_intervals(ranks: np.ndarray, masks: np.ndarray, level: float):
     """DeLong interval for each row of ``masks`` (F, N) against one unit's mid-ranks."""
     z = special.ndtri(0.5 + level / 2.0)
     f = masks.shape[0]
@@ -159,12 +160,12 @@ def delong_ci(scores, labels, level: float = 0.95) -> tuple[float, float]:
     >>> bool(low < 0.76 < high)
     True
     """
-    level = _check_level(level)
+    level = check_level(level)
     s = np.asarray(scores, dtype=np.float64).ravel()
     y = np.asarray(labels).astype(bool).ravel()
     if y.shape != s.shape:
         raise bad("labels", f"{s.shape[0]} entries (one per score)", y.shape[0])
-    low, high = _delong_batch(rankdata(s), y[None, :], level)
+    low, high = delong_intervals(rankdata(s), y[None, :], level)
     return float(low[0]), float(high[0])
 
 
@@ -272,7 +273,58 @@ def metrics(activations_1d, mask, *, top_q: float = 0.05) -> dict[str, float]:
     return {k: float(tab[k][0]) for k in ("auroc", *METRIC_NAMES)}
 
 
-# ----------------------------------------------------------------------------- masks
+def add_metrics(result: ExplanationResult, activations: ActivationsLike,
+                concepts: ConceptsLike, *, top_q: float = 0.05, rows=None,
+                prefix: str = "") -> ExplanationResult:
+    """Fill every reported formula's ``extras`` with the metrics of :func:`metrics`.
+
+    Parameters
+    ----------
+    result : ExplanationResult
+        Modified in place (explanations are replaced by copies with more extras) and
+        returned.
+    activations, concepts
+        The data the figures are computed on (the same columns as the search).
+    top_q : float, default 0.05
+        Share of top activations for ``top_precision`` etc.; stored as ``top_q``.
+    rows : array-like of int, optional
+        Only these samples (e.g. ``result.holdout_index`` with ``prefix="holdout_"``).
+    prefix : str
+        Prepended to the keys (``auprc``, ``mad``, ``point_biserial``, ``top_precision``,
+        ``top_recall``, ``top_f1``, ``top_iou``, and ``auroc`` when a prefix is given).
+
+    Returns
+    -------
+    ExplanationResult
+        ``result``.
+
+    Examples
+    --------
+    >>> import numpy as np, invert
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.random((500, 4)) < 0.2
+    >>> a = y[:, 2] + rng.standard_normal(500)
+    >>> res = add_metrics(invert.explain(a, y, length=1, beam_size=2), a, y, top_q=0.1)
+    >>> sorted(k for k in res[0][0].extras if k.startswith("top_"))
+    ['top_f1', 'top_iou', 'top_precision', 'top_q', 'top_recall']
+    """
+    top_q = _check_q(top_q)
+    a, _, y, _ = whole_inputs(activations, concepts)
+    if rows is not None:
+        rows = np.asarray(rows, dtype=np.int64)
+        a, y = a[rows], y[rows]
+    check_units(a, result)
+    cols = LabelColumns(y)
+    keys = METRIC_NAMES + (("auroc",) if prefix else ())
+    for k, u in enumerate(result.units):
+        if not u:
+            continue
+        tab = metric_table(a[:, k], formula_masks([e.formula for e in u], cols), top_q)
+        for i, e in enumerate(u):
+            new = {prefix + key: float(tab[key][i]) for key in keys}
+            new[prefix + "top_q"] = float(top_q)
+            u[i] = with_extras(e, new)
+    return result
 
 
 # ----------------------------------------------------------------------------- corrections
@@ -327,11 +379,3 @@ def correct_pvalues(p, method: str = "bh") -> np.ndarray:
     res[order] = np.minimum(adj, 1.0)
     out[ok] = res
     return out
-
-
-def check_alpha(alpha) -> float:
-    """``alpha`` as a float in (0, 1]."""
-    alpha = check_fraction("alpha", alpha)
-    if alpha == 0.0:
-        raise bad("alpha", "a number in (0, 1]", alpha)
-    return alpha
