@@ -3,8 +3,9 @@
 Prints
 
 1. throughput in units x samples per second of ``invert.explain`` (the baseline, same run),
-   of ``explain_sharded`` with the local backend, and with Ray local mode on 1 and 2
-   workers (Ray start-up timed apart), plus a scaling *estimate* for W workers;
+   of ``explain_sharded`` with the local backend (in memory, and writing each shard to the
+   ``out_dir`` store, then reading them all back on a rerun), and with Ray local mode on 1
+   and 2 workers (Ray start-up timed apart), plus a scaling *estimate* for W workers;
 2. peak RSS of a fresh process that searches a memory-mapped ``.npy`` file larger than its
    ``--memory-budget`` with ``explain_sharded``, against a process that loads the file
    whole and calls ``invert.explain`` (the baseline, same run).
@@ -69,6 +70,12 @@ def throughput(quick: bool) -> None:
                 lambda: explain_sharded(a, cs, shard_units=k // 8, **search))
     assert [str(u.best.formula) if u.best else None for u in got] == [
         str(u.best.formula) if u.best else None for u in want]
+    with tempfile.TemporaryDirectory() as tmp:  # the same, each shard written to the store
+        stored = timed("explain_sharded local, 8 shards, out_dir",
+                       lambda: explain_sharded(a, cs, shard_units=k // 8, out_dir=tmp, **search))
+        timed("  rerun: 8 shards read back from out_dir",
+              lambda: explain_sharded(a, cs, shard_units=k // 8, out_dir=tmp, **search))
+    assert [u.best for u in stored] == [u.best for u in got]
     torch.set_num_threads(threads)
     try:
         import ray

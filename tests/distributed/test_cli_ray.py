@@ -44,7 +44,7 @@ def test_cli_ray_same_outputs(ray_session, files):
     run = json.loads((files / "ray" / "run.json").read_text())
     assert run["backend"] == "ray"
     assert sorted(p.name for p in (files / "ray" / "sharded" / "acts" / "shards").iterdir()) == [
-        "manifest.json", "units_0_5.pkl", "units_10_12.pkl", "units_5_10.pkl"]
+        "manifest.json", "units_0_5.npz", "units_10_12.npz", "units_5_10.npz"]
     np.testing.assert_array_equal(np.load(files / "ray" / "activations_acts.npy"),
                                   np.load(files / "acts.npy"))
 
@@ -53,3 +53,30 @@ def test_cli_errors(files, capsys):
     assert _run(files, "x", "--address", "auto") == 2
     assert "need --backend ray" in capsys.readouterr().err
     assert _run(files, "x", "--backend", "spark") == 2
+
+
+class _Planted:
+    """Unpickling this creates ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_cli_ray_rerun_never_unpickles(ray_session, files):
+    """``invert explain --backend ray --out OUT`` rerun after a shard was replaced by a
+    pickle: the pickle is not opened and the outputs are the plain ones."""
+    import pickle
+
+    args = ("--backend", "ray", "--shard-units", "5")
+    assert _run(files, "ray", *args) == 0
+    want = (files / "ray" / "explanations.jsonl").read_text()
+    shards = files / "ray" / "sharded" / "acts" / "shards"
+    (shards / "units_0_5.npz").unlink()
+    marker = files / "marker"
+    (shards / "units_0_5.pkl").write_bytes(pickle.dumps(_Planted(marker)))
+    assert _run(files, "ray", *args) == 0
+    assert not marker.exists()
+    assert (files / "ray" / "explanations.jsonl").read_text() == want

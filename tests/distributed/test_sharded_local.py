@@ -79,8 +79,8 @@ def test_interrupt_then_resume(layer, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         explain_sharded(a, cs, shard_units=3, out_dir=tmp_path / "out", progress=stop_after_two,
                         _before_shard=hook, **SEARCH)
-    files = sorted(p.name for p in (tmp_path / "out" / "shards").glob("units_*.pkl"))
-    assert files == ["units_0_3.pkl", "units_3_6.pkl"]
+    files = sorted(p.name for p in (tmp_path / "out" / "shards").glob("units_*.npz"))
+    assert files == ["units_0_3.npz", "units_3_6.npz"]
     stat = {f: os.stat(tmp_path / "out" / "shards" / f).st_mtime_ns for f in files}
     hook.reset()
     got = explain_sharded(a, cs, shard_units=3, out_dir=tmp_path / "out", _before_shard=hook,
@@ -108,7 +108,7 @@ def test_failure_in_shard_keeps_finished(layer, tmp_path):
 def test_other_shard_size_fills_gaps(layer, tmp_path):
     a, cs = layer
     explain_sharded(a[:, :12], cs, shard_units=5, out_dir=tmp_path, **SEARCH)
-    (tmp_path / "shards" / "units_5_10.pkl").unlink()
+    (tmp_path / "shards" / "units_5_10.npz").unlink()
     hook = FailOnce(tmp_path / "calls")
     got = explain_sharded(a, cs, shard_units=2, out_dir=tmp_path, _before_shard=hook, **SEARCH)
     assert hook.calls() == [(5, 7), (7, 9), (9, 10)]
@@ -136,7 +136,7 @@ def test_changed_run_rebuilds(layer, tmp_path):
 def test_broken_shard_file_is_reported_and_recomputed(layer, tmp_path):
     a, cs = layer
     explain_sharded(a, cs, shard_units=6, out_dir=tmp_path, **SEARCH)
-    (tmp_path / "shards" / "units_6_12.pkl").write_bytes(b"not a pickle")
+    (tmp_path / "shards" / "units_6_12.npz").write_bytes(b"not a pickle")
     with pytest.raises(ShardError, match=r"\[6, 12\)") as err:
         explain_sharded(a, cs, shard_units=6, out_dir=tmp_path, **SEARCH)
     assert err.value.missing == [(6, 12)]
@@ -158,7 +158,7 @@ def test_budget_picks_shards(layer, tmp_path):
     units, _ = plan_shard_units(a.shape[0], a.shape[1], "2MiB")
     assert units == a.shape[1]  # small data: one shard
     got = explain_sharded(a, cs, out_dir=tmp_path, memory_budget="2MiB", **SEARCH)
-    assert [p.name for p in (tmp_path / "shards").glob("units_*.pkl")] == ["units_0_12.pkl"]
+    assert [p.name for p in (tmp_path / "shards").glob("units_*.npz")] == ["units_0_12.npz"]
     assert_same(got, invert.explain(a, cs, **SEARCH))
 
 

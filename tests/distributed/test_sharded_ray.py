@@ -24,7 +24,7 @@ def test_ray_equal_to_explain(ray_session, layer, tmp_path):
                           progress=lambda d, t: ticks.append((d, t)), **SEARCH)
     assert_same(got, want)
     assert ticks[-1] == (12, 12) and len(ticks) == len(
-        list((tmp_path / "out" / "shards").glob("units_*.pkl")))
+        list((tmp_path / "out" / "shards").glob("units_*.npz")))
     assert len(ticks) == 6  # default shard size: ceil(K / (4 x 2 CPUs)) = 2 units
 
 
@@ -46,8 +46,8 @@ def test_killed_worker_loses_only_its_shard(ray_session, layer, tmp_path):
                         _before_shard=hook, **SEARCH)
     assert err.value.missing == [(6, 9)]
     assert "WorkerCrashedError" in err.value.errors[(6, 9)]
-    assert sorted(p.name for p in (out / "shards").glob("units_*.pkl")) == [
-        "units_0_3.pkl", "units_3_6.pkl", "units_9_12.pkl"]
+    assert sorted(p.name for p in (out / "shards").glob("units_*.npz")) == [
+        "units_0_3.npz", "units_3_6.npz", "units_9_12.npz"]
     assert hook.calls() == [(0, 3), (3, 6), (6, 9), (9, 12)]
     hook.reset()
     got = explain_sharded(a, cs, backend="ray", shard_units=3, out_dir=out, max_retries=0,

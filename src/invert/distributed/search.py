@@ -1,160 +1,47 @@
-"""Scale-out: the search sharded over units and extraction sharded over samples, on Ray or not.
+"""The search sharded over units: :func:`explain_sharded`, in named stages.
 
-:func:`explain_sharded` runs :func:`invert.explain` on contiguous shards of units and
-gathers one :class:`~invert.engine.result.ExplanationResult`, equal to ``explain`` on the whole
-array (the search of a unit does not depend on the other units). It
-
-* reads only each shard's columns (a ``.npy`` file is read with plain file reads in row
-  chunks, never mapped or loaded whole), so activations larger than memory are searched
-  within ``memory_budget`` per worker;
-* writes each finished shard atomically to ``out_dir/shards/units_<start>_<stop>.pkl``
-  with a ``manifest.json`` that names the run (a hash of the activations, the concepts,
-  the search parameters and the invert version): a rerun of the same run computes only
-  the missing shards, a rerun of a different run starts afresh;
-* runs the shards in this process (``backend="local"``) or as Ray tasks
-  (``backend="ray"``: local mode on one machine, or a cluster by ``address``). A worker
-  that dies loses only its own shard: the others finish and are kept, and a
-  :class:`ShardError` lists the missing ones, which a rerun completes.
-
-:func:`collect_activations_sharded` splits a data set into contiguous sample shards, runs
-:func:`invert.collect_activations` on each (one cached shard each, in a Ray task or in this
-process) and writes the ``(N, K)`` activations in sample order to ``.npy`` files.
-
-Ray is an optional extra (``pip install 'invert[ray]'``), imported only when used.
+1. :func:`_prepare`: check the inputs and parameters once, as :func:`invert.explain` would,
+   and name the run (its key);
+2. :func:`_plan`: the shard size, the store's finished shards, the shards to compute;
+3. :func:`_search_shards`: each shard searched by :func:`invert.engine.search.explain` on
+   its columns only (:func:`_search_shard`, run by :func:`~.backends.run_shards` here or on
+   Ray), stored as it finishes;
+4. :func:`_gather`: the shards, read back in unit order, as one result.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import logging
 import os
-import pickle
-import re
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .._files import layer_slug
-from .._validate import bad, check_choice, check_int
-from ..engine.inputs import InMemory, Labels, NpyColumns, activation_source
+from .._store import Fingerprint, invert_version
+from .._validate import bad, check_choice, check_int, check_memory_budget
+from ..engine.inputs import InMemory, Labels, NpyColumns, activation_source, as_labels
 from ..engine.params import SEARCH_PARAMS, check_search_params
 from ..engine.result import ExplanationResult, UnitExplanations
-from ..extract import cache as _cache
+from ..engine.search import explain
+from .backends import Backend, ShardError, open_backend, run_shards
+from .store import SHARD_FORMAT, Payload, UnitStore, decode_shard, encode_shard
 
-__all__ = [
-    "ShardError",
-    "explain_sharded",
-    "collect_activations_sharded",
-    "plan_shard_units",
-]
+__all__ = ["explain_sharded", "plan_shard_units"]
 
 log = logging.getLogger(__name__)
 
-#: Version of the shard files and manifest; a change rebuilds old stores.
-SHARD_FORMAT = 1
-_SEARCH_KEYS = (*SEARCH_PARAMS, "device")
-_DEFAULT_BUDGET = 1 << 30
-_SHARD_RE = re.compile(r"^units_(\d+)_(\d+)\.pkl$")
-_RAY_HINT = "pip install 'invert[ray]'"
+#: The keyword arguments of :func:`invert.explain` that a sharded search takes.
+SEARCH_KEYS = (*SEARCH_PARAMS, "device")
 
-
-class ShardError(RuntimeError):
-    """Some shards failed; the finished ones are kept and a rerun computes only these.
-
-    Attributes
-    ----------
-    missing : list of (int, int)
-        ``(start, stop)`` of each failed shard (units, or samples for extraction).
-    errors : dict
-        ``(start, stop)`` -> one-line error.
-    """
-
-    def __init__(self, what: str, missing: list[tuple[int, int]],
-                 errors: Mapping[tuple[int, int], str]):
-        self.missing = sorted(missing)
-        self.errors = dict(errors)
-        shown = ", ".join(f"[{a}, {b})" for a, b in self.missing[:10])
-        more = f" and {len(self.missing) - 10} more" if len(self.missing) > 10 else ""
-        first = self.errors.get(self.missing[0], "") if self.missing else ""
-        super().__init__(
-            f"{len(self.missing)} {what} shard(s) failed: {shown}{more} (first error: {first}); "
-            "finished shards are kept, rerun to compute only the missing ones")
-
-
-def _import_ray():
-    try:
-        import ray
-    except ImportError as err:
-        raise ImportError(f"backend='ray' needs Ray: {_RAY_HINT}") from err
-    return ray
-
-
-# ----------------------------------------------------------------------------- sources
-
-
-def _fingerprint(source: NpyColumns | InMemory) -> str:
-    """A ``.npy`` file: path, size, mtime, layout and the bytes of its first and last MiB of
-    data; an in-memory array: all its bytes."""
-    if isinstance(source, NpyColumns):
-        st = os.stat(source.path)
-        fp = _cache.Fingerprint().update("npy", source.path, st.st_size, st.st_mtime_ns,
-                                         source.shape, source.dtype, source.fortran)
-        with open(source.path, "rb") as f:
-            f.seek(source.offset)
-            fp.update(f.read(1 << 20))
-            f.seek(max(source.offset, st.st_size - (1 << 20)))
-            fp.update(f.read(1 << 20))
-        return fp.hexdigest()
-    a = source.array
-    h = hashlib.sha1(f"mem{a.dtype.str}{a.shape}".encode())
-    step = max(1, (64 << 20) // max(1, a.shape[1] * a.dtype.itemsize))
-    for r in range(0, a.shape[0], step):
-        h.update(np.ascontiguousarray(a[r:r + step]).data)
-    return h.hexdigest()
-
-
-def _activation_source(activations) -> tuple[NpyColumns | InMemory, list[Any] | None]:
-    """The engine's column reader; tensors become numpy arrays (picklable for Ray)."""
-    source, unit_ids = activation_source(activations)
-    if isinstance(source, InMemory) and isinstance(source.array, torch.Tensor):
-        source = InMemory(source.array.cpu().numpy())
-    return source, unit_ids
-
-
-@dataclasses.dataclass
-class _Labels(Labels):
-    """Validated concept labels (bool array or CSR) and names; picklable, cheap to ship."""
-
-    def fingerprint(self) -> str:
-        fp = _cache.Fingerprint().update("labels", self.names)
-        y = self.matrix
-        if sp.issparse(y):
-            y = sp.csr_matrix(y)
-            y.sort_indices()
-            fp.update("csr", y.shape, y.indptr.astype(np.int64), y.indices.astype(np.int64))
-        else:
-            fp.update("dense", np.packbits(np.asarray(y, dtype=bool), axis=1), y.shape)
-        return fp.hexdigest()
+Span = tuple[int, int]
 
 
 # ----------------------------------------------------------------------------- planning
-
-
-def _check_search(search: Mapping[str, Any], n_concepts: int) -> dict[str, Any]:
-    unknown = sorted(set(search) - set(_SEARCH_KEYS))
-    if unknown:
-        raise TypeError(f"search: expected keyword arguments of invert.explain "
-                        f"({', '.join(_SEARCH_KEYS)}), got {', '.join(unknown)}")
-    device = search.get("device")
-    s = check_search_params({k: v for k, v in search.items() if k != "device"}, n_concepts)
-    s["device"] = str(device) if device is not None and not isinstance(device, str) else device
-    return s
 
 
 def plan_shard_units(n_samples: int, n_units: int, memory_budget: int | str | None = None, *,
@@ -188,18 +75,16 @@ def plan_shard_units(n_samples: int, n_units: int, memory_budget: int | str | No
     >>> plan_shard_units(200_000, 512, "256MiB")
     (134, 134217728)
     """
-    from ..engine.search import _parse_budget
-
     n_samples = check_int("n_samples", n_samples, minimum=1)
     n_units = check_int("n_units", n_units, minimum=1)
-    budget = _parse_budget(memory_budget)
+    budget = check_memory_budget("memory_budget", memory_budget)
     search_budget = max(1 << 20, budget // 2)
     per_unit = n_samples * (itemsize + (0 if floating else 8) + 1)
     units = max(1, min(n_units, (budget - search_budget) // max(1, per_unit)))
     return int(units), int(search_budget)
 
 
-def _gaps(done: list[tuple[int, int]], k: int, size: int) -> list[tuple[int, int]]:
+def _gaps(done: list[Span], k: int, size: int) -> list[Span]:
     """The unit ranges of [0, k) not covered by ``done`` (sorted, disjoint), cut into
     shards of at most ``size``."""
     todo, pos = [], 0
@@ -210,179 +95,7 @@ def _gaps(done: list[tuple[int, int]], k: int, size: int) -> list[tuple[int, int
     return todo
 
 
-class _Store:
-    """``<out_dir>/shards/``: the manifest and one pickle per finished shard."""
-
-    def __init__(self, out_dir: str | os.PathLike[str], key: str, meta: Mapping[str, Any]):
-        self.dir = Path(out_dir) / "shards"
-        self.key = key
-        self.meta = dict(meta)
-
-    def open(self) -> list[tuple[int, int]]:
-        """Check the manifest (clearing shards of another run) and list finished shards."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        mpath = self.dir / "manifest.json"
-        old = None
-        if mpath.exists():
-            try:
-                old = json.loads(mpath.read_text(encoding="utf-8")).get("key")
-            except (OSError, ValueError):
-                old = None
-        if old != self.key:
-            stale = [p for p in self.dir.iterdir() if _SHARD_RE.match(p.name)]
-            if stale:
-                log.warning("%s holds %d shards of a different run (activations, concepts, "
-                            "parameters or invert version changed); recomputing all",
-                            self.dir, len(stale))
-            for p in stale:
-                p.unlink()
-            data = json.dumps({"key": self.key, **self.meta}, indent=1, sort_keys=True,
-                              default=str).encode()
-            _cache.atomic_write(mpath, lambda f: f.write(data))
-        for p in self.dir.glob(".units_*.tmp"):  # left by a killed writer
-            p.unlink(missing_ok=True)
-        spans = []
-        for p in self.dir.iterdir():
-            m = _SHARD_RE.match(p.name)
-            if m:
-                spans.append((int(m.group(1)), int(m.group(2))))
-        spans.sort()
-        kept, end = [], 0
-        k = int(self.meta["n_units"])
-        for a, b in spans:  # disjoint and inside [0, k); anything else is dropped
-            if a >= end and a < b <= k:
-                kept.append((a, b))
-                end = b
-            else:
-                (self.dir / f"units_{a}_{b}.pkl").unlink(missing_ok=True)
-        return kept
-
-    def path(self, start: int, stop: int) -> Path:
-        return self.dir / f"units_{start}_{stop}.pkl"
-
-    def write(self, out: Mapping[str, Any]) -> None:
-        data = pickle.dumps({"key": self.key, "format": SHARD_FORMAT, **out},
-                            protocol=pickle.HIGHEST_PROTOCOL)
-        _cache.atomic_write(self.path(out["start"], out["stop"]), lambda f: f.write(data))
-
-    def read(self, start: int, stop: int) -> dict[str, Any]:
-        p = self.path(start, stop)
-        try:
-            with open(p, "rb") as f:
-                out = pickle.load(f)
-            if out.get("key") != self.key or (out["start"], out["stop"]) != (start, stop):
-                raise ValueError("shard of another run")
-        except (OSError, ValueError, EOFError, pickle.UnpicklingError, KeyError) as err:
-            p.unlink(missing_ok=True)
-            raise ShardError("search", [(start, stop)],
-                             {(start, stop): f"unreadable shard file {p.name}: {err}"}) from err
-        return out
-
-
-# ----------------------------------------------------------------------------- workers
-
-
-def _shift_units(units: Sequence[UnitExplanations], start: int,
-                 unit_ids: Sequence[Any] | None) -> list[UnitExplanations]:
-    out = []
-    for u in units:
-        pos = start + u.unit
-        items = [dataclasses.replace(e, unit=start + e.unit) for e in u]
-        uid = unit_ids[u.unit] if unit_ids is not None else pos
-        out.append(UnitExplanations(items, unit=pos, unit_id=uid, reason=u.reason))
-    return out
-
-
-def _run_shard(source, labels: _Labels, start: int, stop: int, unit_ids: list[Any] | None,
-               search: Mapping[str, Any], hook: Callable[[int, int], Any] | None
-               ) -> dict[str, Any]:
-    """Search units ``[start, stop)``; positions and ids already global."""
-    from ..engine.search import explain
-
-    if hook is not None:
-        hook(start, stop)
-    if isinstance(source, np.ndarray):  # resolved from the Ray object store
-        source = InMemory(source)
-    block = source.read(start, stop)
-    # explain() copies sparse labels, so the read-only object store is safe
-    res = explain(block, labels, **search)
-    del block
-    return {
-        "start": start, "stop": stop,
-        "units": _shift_units(res.units, start, unit_ids),
-        "undefined_concepts": list(res.undefined_concepts),
-        "concept_names": res.concept_names, "params": dict(res.params),
-        "n_samples": res.n_samples,
-    }
-
-
-def _ray_shard(source, labels, start, stop, unit_ids, search, hook, threads):
-    if threads:
-        torch.set_num_threads(threads)
-    return _run_shard(source, labels, start, stop, unit_ids, search, hook)
-
-
-class _RaySession:
-    """``ray.init`` unless Ray already runs (then the caller's session is used as is)."""
-
-    def __init__(self, address: str | None, num_cpus: int | None):
-        self.ray = _import_ray()
-        self.started = False
-        if self.ray.is_initialized():
-            if address is not None:
-                log.info("Ray is already initialised; address %r is not used", address)
-            return
-        kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                              "logging_level": logging.WARNING}
-        if address is not None:
-            kw["address"] = address
-        elif num_cpus is not None:
-            kw["num_cpus"] = num_cpus
-        try:
-            self.ray.init(**kw)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            raise bad("address", "a reachable Ray cluster ('auto', 'ray://host:port') or "
-                      f"none for a local one (ray.init failed: {' '.join(str(err).split())})",
-                      address) from err
-        self.started = True
-
-    def cpus(self) -> int:
-        return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
-
-    def close(self) -> None:
-        if self.started:
-            self.ray.shutdown()
-
-
-def _run_ray(ray, fn: Callable[..., Any], jobs: list[tuple[tuple[int, int], tuple]],
-             window: int, max_retries: int,
-             on_done: Callable[[tuple[int, int], Any], None]) -> dict[tuple[int, int], str]:
-    """Run ``fn(*args)`` per job as Ray tasks, at most ``window`` at once; returns errors."""
-    remote = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=False)(fn)
-    errors: dict[tuple[int, int], str] = {}
-    queue = list(reversed(jobs))
-    pending: dict[Any, tuple[int, int]] = {}
-    while queue or pending:
-        while queue and len(pending) < window:
-            span, args = queue.pop()
-            pending[remote.remote(*args)] = span
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            span = pending.pop(ref)
-            try:
-                out = ray.get(ref)
-            except Exception as err:  # noqa: BLE001 - a dead worker or a failing shard
-                cause = getattr(err, "cause", None) or err  # RayTaskError wraps the exception
-                msg = " ".join(str(cause).split())
-                errors[span] = f"{type(cause).__name__}: {msg[:300]}"
-                log.warning("shard [%d, %d) failed: %s", span[0], span[1], errors[span])
-                continue
-            on_done(span, out)
-            del out
-    return errors
-
-
-# ----------------------------------------------------------------------------- search
+# ----------------------------------------------------------------------------- the public function
 
 
 def explain_sharded(
@@ -441,7 +154,7 @@ def explain_sharded(
         ``progress(units_done, n_units)`` after each finished shard.
     **search
         ``length``, ``beam_size``, ``min_fraction``, ``max_fraction``, ``mode``,
-        ``limit_search``, ``dedupe``, ``device``: as for :func:`invert.explain`.
+        ``limit_search``, ``dedupe``, ``metric``, ``device``: as for :func:`invert.explain`.
 
     Returns
     -------
@@ -466,6 +179,11 @@ def explain_sharded(
     ``shard_units`` keeps finished shards and fills the gaps. On a cluster, ``out_dir`` is
     written by the driver only; a ``.npy`` path must be readable by every worker.
 
+    Shard files are data, never code: ``units_<start>_<stop>.npz`` (numeric arrays and a
+    JSON header, read with ``allow_pickle=False``), each used only after the manifest's run
+    key and the shard's SHA-1 recorded there are checked. Any other file in the store (a
+    ``.pkl`` among them) is never opened (see :mod:`invert.distributed.store`).
+
     Examples
     --------
     >>> import numpy as np
@@ -476,9 +194,6 @@ def explain_sharded(
     >>> [str(u[0].formula) for u in res]
     ['0', '2', '4']
     """
-    from ..engine.inputs import _as_concepts
-    from ..engine.search import _parse_budget
-
     backend = check_choice("backend", backend, ("local", "ray"))
     if shard_units is not None:
         shard_units = check_int("shard_units", shard_units, minimum=1)
@@ -487,9 +202,61 @@ def explain_sharded(
     max_retries = check_int("max_retries", max_retries, minimum=0)
     threads_per_worker = check_int("threads_per_worker", threads_per_worker, minimum=0)
     if address is not None and not isinstance(address, str):
-        raise bad("address", "a Ray address string", address, exc=TypeError)
-    budget = _parse_budget(memory_budget)
+        raise bad("address", "a Ray address string", address)
+    budget = check_memory_budget("memory_budget", memory_budget)
+    run = _prepare(activations, concepts, unit_ids, search, budget)
 
+    with open_backend(backend, address, num_workers) as be:
+        store, done, todo = _plan(run, be, shard_units, out_dir)
+        results, errors = _search_shards(run, be, store, done, todo, progress,
+                                         max_retries, threads_per_worker, _before_shard)
+    if errors:
+        raise ShardError("search", list(errors), errors)
+    return _gather(run, store, sorted([*done, *todo]), results)
+
+
+# ----------------------------------------------------------------------------- 1. the run
+
+
+@dataclass
+class _Run:
+    """A checked sharded search: the column reader, the labels, the unit ids, the search
+    parameters (``hashed``: those that change results) and the engine's keyword arguments."""
+
+    source: NpyColumns | InMemory
+    labels: Labels
+    ids: list[Any] | None
+    hashed: dict[str, Any]
+    engine_kw: dict[str, Any]
+    auto_units: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.source.shape
+
+    @property
+    def n_concepts(self) -> int:
+        return int(self.labels.matrix.shape[1])
+
+    def key(self) -> str:
+        """The run key: activations, concepts, search parameters, unit ids, versions."""
+        return Fingerprint().update(
+            "invert.shards", SHARD_FORMAT, invert_version(),
+            "activations", _fingerprint(self.source), "concepts", _labels_fingerprint(self.labels),
+            "search", self.hashed, "unit_ids", self.ids,
+        ).hexdigest()
+
+    def description(self) -> dict[str, Any]:
+        """What the manifest says about the run (for people)."""
+        n, k = self.shape
+        return {"invert_version": invert_version(), "n_samples": n, "n_units": k,
+                "n_concepts": self.n_concepts, "search": self.hashed,
+                "activations": getattr(self.source, "path", "array")}
+
+
+def _prepare(activations, concepts, unit_ids: Sequence[Any] | None,
+             search: Mapping[str, Any], budget: int) -> _Run:
+    """Check the inputs and search parameters; plan the per-shard budget."""
     source, attr_ids = _activation_source(activations)
     n, k = source.shape
     if n == 0 or k == 0:
@@ -498,279 +265,175 @@ def explain_sharded(
         list(attr_ids) if attr_ids is not None else None)
     if ids is not None and len(ids) != k:
         raise bad("unit_ids", f"{k} ids (one per unit)", f"{len(ids)} ids", raw=True)
-    y, names = _as_concepts(concepts, n)
-    labels = _Labels(names, y)
-    search = _check_search(search, y.shape[1])
+    y, names = as_labels(concepts, n)
+    labels = Labels(names, y)
+    hashed, device = _search_params(search, int(y.shape[1]))
 
-    dt = np.dtype(source.dtype if isinstance(source, NpyColumns) else source.array.dtype)
+    dt = np.dtype(source.dtype)
     auto_units, search_budget = plan_shard_units(
         n, k, budget, itemsize=dt.itemsize, floating=bool(np.issubdtype(dt, np.floating)))
-    search_kw = dict(search, memory_budget=search_budget)
-    if search_kw["device"] is None:
-        search_kw.pop("device")
+    engine_kw = dict(hashed, memory_budget=search_budget)
+    if device is not None:
+        engine_kw["device"] = device
+    return _Run(source, labels, ids, hashed, engine_kw, auto_units)
 
-    session = _RaySession(address, num_workers) if backend == "ray" else None
-    try:
-        window = 1
-        if session is not None:
-            window = num_workers or session.cpus()
-        size = shard_units
-        if size is None:
-            size = auto_units
-            if session is not None:
-                size = max(1, min(size, -(-k // (4 * window))))
-        hashed = {key: v for key, v in search.items() if key != "device"}
-        key = _cache.Fingerprint().update(
-            "invert.shards", SHARD_FORMAT, _cache.invert_version(),
-            "activations", _fingerprint(source), "concepts", labels.fingerprint(),
-            "search", hashed, "unit_ids", ids,
-        ).hexdigest()
-        store = None
-        done: list[tuple[int, int]] = []
-        if out_dir is not None:
-            store = _Store(out_dir, key, {
-                "format": SHARD_FORMAT, "invert_version": _cache.invert_version(),
-                "n_samples": n, "n_units": k, "n_concepts": int(y.shape[1]),
-                "search": hashed, "activations": getattr(source, "path", "array"),
-            })
-            done = store.open()
-        todo = _gaps(done, k, size)
-        if done:
-            log.info("resuming: %d shards (%d units) done, computing %d shards: %s",
-                     len(done), sum(b - a for a, b in done), len(todo),
-                     ", ".join(f"[{a}, {b})" for a, b in todo[:20]))
+
+def _search_params(search: Mapping[str, Any], n_concepts: int) -> tuple[dict[str, Any], Any]:
+    """The checked search parameters (defaults filled in) and the device (or None)."""
+    unknown = sorted(set(search) - set(SEARCH_KEYS))
+    if unknown:
+        raise bad("search", f"keyword arguments of invert.explain ({', '.join(SEARCH_KEYS)})",
+                  ", ".join(unknown), raw=True)
+    device = search.get("device")
+    params = check_search_params({k: v for k, v in search.items() if k != "device"},
+                                 n_concepts)
+    if device is not None and not isinstance(device, str):
+        device = str(device)
+    return params, device
+
+
+def _activation_source(activations) -> tuple[NpyColumns | InMemory, list[Any] | None]:
+    """The engine's column reader; tensors become numpy arrays (cheap to ship to Ray)."""
+    source, unit_ids = activation_source(activations)
+    if isinstance(source, InMemory) and isinstance(source.array, torch.Tensor):
+        source = InMemory(source.array.cpu().numpy())
+    return source, unit_ids
+
+
+def _fingerprint(source: NpyColumns | InMemory) -> str:
+    """A ``.npy`` file: path, size, mtime, layout and the bytes of its first and last MiB of
+    data; an in-memory array: all its bytes."""
+    if isinstance(source, NpyColumns):
+        st = os.stat(source.path)
+        fp = Fingerprint().update("npy", source.path, st.st_size, st.st_mtime_ns,
+                                  source.shape, source.dtype, source.fortran)
+        with open(source.path, "rb") as f:
+            f.seek(source.offset)
+            fp.update(f.read(1 << 20))
+            f.seek(max(source.offset, st.st_size - (1 << 20)))
+            fp.update(f.read(1 << 20))
+        return fp.hexdigest()
+    a = source.array
+    h = hashlib.sha1(f"mem{a.dtype.str}{a.shape}".encode())
+    step = max(1, (64 << 20) // max(1, a.shape[1] * a.dtype.itemsize))
+    for r in range(0, a.shape[0], step):
+        h.update(np.ascontiguousarray(a[r:r + step]).data)
+    return h.hexdigest()
+
+
+def _labels_fingerprint(labels: Labels) -> str:
+    """The concept names and the positions of the true labels."""
+    fp = Fingerprint().update("labels", labels.names)
+    y = labels.matrix
+    if sp.issparse(y):
+        y = sp.csr_matrix(y)
+        y.sort_indices()
+        fp.update("csr", y.shape, y.indptr.astype(np.int64), y.indices.astype(np.int64))
+    else:
+        fp.update("dense", np.packbits(np.asarray(y, dtype=bool), axis=1), y.shape)
+    return fp.hexdigest()
+
+
+# ----------------------------------------------------------------------------- 2. the plan
+
+
+def _plan(run: _Run, be: Backend, shard_units: int | None,
+          out_dir: str | os.PathLike[str] | None
+          ) -> tuple[UnitStore | None, list[Span], list[Span]]:
+    """The store (None without ``out_dir``), its finished shards and the shards to compute.
+
+    Shards hold ``shard_units`` units, else as many as the budget allows (on Ray at most
+    ``ceil(K / (4 * workers))``, so the workers stay busy)."""
+    k = run.shape[1]
+    size = shard_units
+    if size is None:
+        size = run.auto_units
+        if be.ray is not None:
+            size = max(1, min(size, -(-k // (4 * be.workers))))
+    store, done = None, []
+    if out_dir is not None:
+        store = UnitStore(out_dir, run.key(), run.description())
+        done = store.open()
+    todo = _gaps(done, k, size)
+    if done:
+        log.info("resuming: %d shards (%d units) done, computing %d shards: %s",
+                 len(done), sum(b - a for a, b in done), len(todo),
+                 ", ".join(f"[{a}, {b})" for a, b in todo[:20]))
+    else:
+        log.info("computing %d shards of up to %d units (backend %s)", len(todo), size,
+                 be.name)
+    return store, done, todo
+
+
+# ----------------------------------------------------------------------------- 3. the search
+
+
+def _search_shard(source, labels: Labels, start: int, stop: int, search: Mapping[str, Any],
+                  hook: Callable[[int, int], Any] | None) -> Payload:
+    """Search units ``[start, stop)`` (a job of :func:`~.backends.run_shards`)."""
+    if hook is not None:
+        hook(start, stop)
+    if isinstance(source, np.ndarray):  # shared as an array (resolved from Ray's store)
+        source = InMemory(source)
+    block = source.read(start, stop)
+    # explain() copies sparse labels, so the read-only object store is safe
+    res = explain(block, labels, **search)
+    del block
+    return encode_shard(res, start, stop)
+
+
+def _search_shards(run: _Run, be: Backend, store: UnitStore | None, done: list[Span],
+                   todo: list[Span], progress: Callable[[int, int], Any] | None,
+                   max_retries: int, threads: int, hook: Callable[[int, int], Any] | None
+                   ) -> tuple[dict[Span, Payload], dict[Span, str]]:
+    """Run the shards to compute; each finished one goes to the store (or is kept in
+    memory without one). Returns the kept payloads and the errors of failed shards."""
+    k = run.shape[1]
+    results: dict[Span, Payload] = {}
+    finished = sum(b - a for a, b in done)
+    if progress is not None and finished:
+        progress(finished, k)
+
+    def on_done(span: Span, payload: Payload) -> None:
+        nonlocal finished
+        if store is not None:
+            store.write(payload)
         else:
-            log.info("computing %d shards of up to %d units (backend %s)", len(todo), size,
-                     backend)
-        results: dict[tuple[int, int], dict[str, Any]] = {}
-        finished = sum(b - a for a, b in done)
-        if progress is not None and finished:
+            results[span] = payload
+        finished += span[1] - span[0]
+        log.debug("shard [%d, %d) done", *span)
+        if progress is not None:
             progress(finished, k)
 
-        def on_done(span: tuple[int, int], out: dict[str, Any]) -> None:
-            nonlocal finished
-            if store is not None:
-                store.write(out)
-            else:
-                results[span] = out
-            finished += span[1] - span[0]
-            log.debug("shard [%d, %d) done", *span)
-            if progress is not None:
-                progress(finished, k)
+    if not todo:
+        return results, {}
+    src = be.share(run.source.array) if isinstance(run.source, InMemory) else run.source
+    labels = be.share(run.labels)
+    jobs = [((a, b), (src, labels, a, b, run.engine_kw, hook)) for a, b in todo]
+    errors = run_shards(be, _search_shard, jobs, on_done, max_retries=max_retries,
+                        threads=threads)
+    return results, errors
 
-        errors: dict[tuple[int, int], str] = {}
-        if session is None:
-            for a, b in todo:
-                sub = ids[a:b] if ids is not None else None
-                on_done((a, b), _run_shard(source, labels, a, b, sub, search_kw, _before_shard))
-        elif todo:
-            ray = session.ray
-            src_arg = ray.put(source.array) if isinstance(source, InMemory) else source
-            lab_ref = ray.put(labels)
-            jobs = [((a, b), (src_arg, lab_ref, a, b, ids[a:b] if ids is not None else None,
-                              search_kw, _before_shard, threads_per_worker)) for a, b in todo]
-            errors = _run_ray(ray, _ray_shard, jobs, window, max_retries, on_done)
-    finally:
-        if session is not None:
-            session.close()
-    if errors:
-        raise ShardError("search", list(errors), errors)
 
+# ----------------------------------------------------------------------------- 4. the result
+
+
+def _gather(run: _Run, store: UnitStore | None, spans: list[Span],
+            results: dict[Span, Payload]) -> ExplanationResult:
+    """The shards in unit order as one result (read back from the store, when there is
+    one: a shard is checked before it is used)."""
     units: list[UnitExplanations] = []
     first: dict[str, Any] | None = None
-    for a, b in sorted([*done, *(todo if store is not None else results)]):
-        out = store.read(a, b) if store is not None else results.pop((a, b))
-        first = first or {key_: out[key_] for key_ in
-                          ("undefined_concepts", "concept_names", "params", "n_samples")}
-        units.extend(out["units"])
-    assert first is not None and len(units) == k
+    for a, b in spans:
+        if store is not None:
+            header, got = store.read(a, b, run.ids, run.n_concepts)
+        else:
+            payload = results.pop((a, b))
+            header, got = payload[0], decode_shard(payload, run.ids, run.n_concepts)
+        first = first or header
+        units.extend(got)
+    if first is None or len(units) != run.shape[1]:  # pragma: no cover - a bug, not input
+        raise RuntimeError(f"gathered {len(units)} units of {run.shape[1]}")
     return ExplanationResult(units=units, concept_names=first["concept_names"],
                              undefined_concepts=first["undefined_concepts"],
                              params=first["params"], n_samples=first["n_samples"])
-
-
-# ----------------------------------------------------------------------------- extraction
-
-
-class _DatasetShard(torch.utils.data.Dataset):
-    """Rows ``[start, stop)`` of a map-style dataset; fingerprinted when the parent is."""
-
-    def __init__(self, data, start: int, stop: int):
-        self.data, self.start, self.stop = data, start, stop
-        if callable(getattr(data, "fingerprint", None)):
-            self.fingerprint = self._fingerprint
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def __getitem__(self, i: int):
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        return self.data[self.start + i]
-
-    def _fingerprint(self) -> str:
-        return _cache.Fingerprint().update("rows", self.data.fingerprint(), self.start,
-                                           self.stop).hexdigest()
-
-
-def _slice_data(data, start: int, stop: int):
-    if isinstance(data, torch.Tensor | np.ndarray):
-        return data[start:stop]
-    if isinstance(data, Mapping):
-        return {k: v[start:stop] for k, v in data.items()
-                if isinstance(v, torch.Tensor | np.ndarray)}
-    return _DatasetShard(data, start, stop)
-
-
-def _extract_shard(model, data, start: int, stop: int, layers, kwargs: Mapping[str, Any],
-                   threads: int, hook) -> dict[str, Any]:
-    from ..extract import collect_activations
-
-    if threads:
-        torch.set_num_threads(threads)
-    if hook is not None:
-        hook(start, stop)
-    got = collect_activations(model, _slice_data(data, start, stop), layers, progress=False,
-                              **kwargs)
-    sets = got if isinstance(got, dict) else {got.layer: got}
-    return {"start": start, "stop": stop, "layers": {
-        name: (np.array(s.values, dtype=np.float32), list(s.unit_ids), s.reduction)
-        for name, s in sets.items()}}
-
-
-def collect_activations_sharded(
-    model,
-    data,
-    layers,
-    *,
-    out_dir: str | os.PathLike[str],
-    shard_samples: int = 4096,
-    backend: str = "local",
-    address: str | None = None,
-    num_workers: int | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    max_retries: int = 3,
-    threads_per_worker: int = 1,
-    _before_shard: Callable[[int, int], Any] | None = None,
-    **kwargs: Any,
-):
-    """:func:`invert.collect_activations` sharded over contiguous samples, locally or on Ray.
-
-    Each shard of ``shard_samples`` rows is extracted (in a Ray task, or in this process)
-    with its own entry in the activation cache ``cache_dir``, so a rerun after a failure
-    extracts only the missing shards. The driver then writes each layer's ``(N, K)``
-    float32 array in sample order to ``out_dir/activations_<layer>.npy`` (atomically) and
-    returns it memory-mapped.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        Shipped to each worker (CPU); for ``device=`` pass it in ``kwargs``.
-    data : tensor, array, mapping of tensors, map-style Dataset or folder path
-        Sliced into contiguous sample shards (DataLoaders and iterables cannot be).
-    layers : str or list of str
-        As for :func:`invert.collect_activations` (names, or picklable callables).
-    out_dir : path
-        Where the assembled ``activations_<layer>.npy`` files go.
-    shard_samples : int, default 4096
-        Samples per shard (a multiple of ``batch_size`` keeps batching as in one run).
-    backend, address, num_workers, max_retries, threads_per_worker
-        As for :func:`explain_sharded`.
-    cache_dir : path, optional
-        Activation cache of the shards (default ``out_dir/cache``).
-    **kwargs
-        More arguments of :func:`invert.collect_activations` (``reduce``, ``batch_size``,
-        ``device``, ``directions``, ...); ``reduce="tokens"`` is not supported here.
-
-    Returns
-    -------
-    ActivationSet or dict of str to ActivationSet
-        As :func:`invert.collect_activations` (values are read-only memmaps).
-
-    Raises
-    ------
-    ShardError
-        When shards failed; finished shards stay in the cache and a rerun extracts only
-        the missing ones.
-    """
-    from ..extract import ActivationSet, load_image_folder
-
-    backend = check_choice("backend", backend, ("local", "ray"))
-    shard_samples = check_int("shard_samples", shard_samples, minimum=1)
-    max_retries = check_int("max_retries", max_retries, minimum=0)
-    if kwargs.get("reduce") == "tokens":
-        raise bad("reduce", "a per-sample reduction (reduce='tokens' is not sharded)", "tokens")
-    for name in ("progress", "cache_dir"):
-        kwargs.pop(name, None)
-    if isinstance(data, str | os.PathLike):
-        data = load_image_folder(data, transform=kwargs.pop("transform", None))
-    try:
-        n = len(next(v for v in data.values() if hasattr(v, "shape"))) if isinstance(
-            data, Mapping) else len(data)
-    except (TypeError, StopIteration) as err:
-        raise bad("data", "a tensor, array, mapping of tensors, map-style Dataset or folder "
-                  "path (with a length)", type(data).__name__, exc=TypeError, raw=True) from err
-    if n == 0:
-        raise bad("data", "at least one sample", "0 samples", raw=True)
-    if isinstance(data, torch.utils.data.DataLoader | torch.utils.data.IterableDataset):
-        raise bad("data", "data that can be sliced (not a DataLoader or iterable)",
-                  type(data).__name__, exc=TypeError, raw=True)
-    sample_ids = getattr(data, "sample_ids", None)
-    sample_ids = list(sample_ids) if sample_ids is not None else list(range(n))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    kwargs["cache_dir"] = str(cache_dir if cache_dir is not None else out_dir / "cache")
-    spans = [(s, min(n, s + shard_samples)) for s in range(0, n, shard_samples)]
-    single = isinstance(layers, str) or callable(layers)
-
-    files: dict[str, np.memmap] = {}
-    meta: dict[str, tuple[list[str], str]] = {}
-    tmp: dict[str, Path] = {}
-
-    def on_done(span: tuple[int, int], out: Mapping[str, Any]) -> None:
-        for name, (vals, uids, red) in out["layers"].items():
-            if name not in files:
-                tmp[name] = out_dir / f".activations_{layer_slug(name)}.npy.tmp"
-                files[name] = np.lib.format.open_memmap(
-                    tmp[name], mode="w+", dtype=np.float32, shape=(n, vals.shape[1]))
-                meta[name] = (uids, red)
-            files[name][span[0]:span[1]] = vals
-        log.debug("samples [%d, %d) extracted", *span)
-
-    errors: dict[tuple[int, int], str] = {}
-    if backend == "local":
-        for a, b in spans:
-            on_done((a, b), _extract_shard(model, data, a, b, layers, kwargs, 0, _before_shard))
-    else:
-        session = _RaySession(address, num_workers)
-        try:
-            ray = session.ray
-            model_ref, data_ref = ray.put(model), ray.put(data)
-            jobs = [((a, b), (model_ref, data_ref, a, b, layers, kwargs, threads_per_worker,
-                              _before_shard)) for a, b in spans]
-            errors = _run_ray(ray, _extract_shard, jobs, num_workers or session.cpus(),
-                              max_retries, on_done)
-        finally:
-            session.close()
-    if errors:
-        files.clear()
-        for p in tmp.values():
-            p.unlink(missing_ok=True)
-        raise ShardError("extraction", list(errors), errors)
-    for f in files.values():
-        f.flush()
-    files.clear()  # closes the maps
-    sets = {}
-    for name, path in tmp.items():
-        final = out_dir / f"activations_{layer_slug(name)}.npy"
-        os.replace(path, final)
-        uids, red = meta[name]
-        sets[name] = ActivationSet(np.load(final, mmap_mode="r"), name, uids, sample_ids, red,
-                                   cache_path=kwargs["cache_dir"])
-    doc = {name: {"file": f"activations_{layer_slug(name)}.npy", "unit_ids": s.unit_ids,
-                  "reduction": s.reduction} for name, s in sets.items()}
-    data_json = json.dumps({"n_samples": n, "layers": doc}, indent=1, default=str).encode()
-    _cache.atomic_write(out_dir / "activations.json", lambda fh: fh.write(data_json))
-    if single:
-        return next(iter(sets.values()))
-    return sets

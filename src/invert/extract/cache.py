@@ -22,16 +22,25 @@ import inspect
 import json
 import logging
 import os
-import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._version import __version__
+from .._store import (
+    Fingerprint,
+    RunStore,
+    ShardFileError,
+    atomic_write,
+    fingerprint_tensor,
+    invert_version,
+    sha1_file,
+    write_json,
+)
+from .._store import tensor_bytes as _tensor_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -53,79 +62,6 @@ FORMAT_VERSION = 1
 
 class CacheCorruptError(RuntimeError):
     """Raised internally when a cache file fails its integrity check."""
-
-
-def invert_version() -> str:
-    """The invert version (part of every cache key)."""
-    return __version__
-
-
-class Fingerprint:
-    """Incremental SHA-1 over heterogeneous values (str, bytes, numbers, arrays, tensors).
-
-    Examples
-    --------
-    >>> fp = Fingerprint()
-    >>> fp.update("layer", "features.3").update("reduce", "mean").hexdigest()[:8] != ""
-    True
-    """
-
-    def __init__(self) -> None:
-        self._h = hashlib.sha1()
-
-    def update(self, *values: Any) -> Fingerprint:
-        for v in values:
-            self._update_one(v)
-        return self
-
-    def _update_one(self, v: Any) -> None:
-        h = self._h
-        if isinstance(v, torch.Tensor):
-            h.update(b"T")
-            h.update(fingerprint_tensor(v).encode())
-        elif isinstance(v, np.ndarray):
-            a = np.ascontiguousarray(v)
-            h.update(f"A{a.dtype.str}{a.shape}".encode())
-            if a.dtype.hasobject:
-                h.update(repr(a.tolist()).encode())
-            else:
-                h.update(memoryview(a.reshape(-1)).cast("B"))
-        elif isinstance(v, bytes | bytearray | memoryview):
-            h.update(b"B%d:" % len(v))
-            h.update(v)
-        elif isinstance(v, Mapping):
-            h.update(b"M")
-            for k in sorted(v, key=repr):
-                self._update_one(k)
-                self._update_one(v[k])
-        elif isinstance(v, list | tuple):
-            h.update(b"L%d:" % len(v))
-            for x in v:
-                self._update_one(x)
-        else:
-            s = repr(v).encode()
-            h.update(b"S%d:" % len(s))
-            h.update(s)
-
-    def hexdigest(self) -> str:
-        return self._h.hexdigest()
-
-
-def _tensor_bytes(t: torch.Tensor) -> memoryview:
-    t = t.detach()
-    if t.device.type != "cpu":
-        t = t.cpu()
-    t = t.contiguous().reshape(-1)
-    if t.numel() == 0:
-        return memoryview(b"")
-    return memoryview(t.view(torch.uint8).numpy())
-
-
-def fingerprint_tensor(t: torch.Tensor) -> str:
-    """SHA-1 of a tensor's dtype, shape and bytes."""
-    h = hashlib.sha1(f"{t.dtype}{tuple(t.shape)}".encode())
-    h.update(_tensor_bytes(t))
-    return h.hexdigest()
 
 
 def batch_digest(obj: Any) -> str:
@@ -253,18 +189,6 @@ def _safe_repr(v: Any) -> str:
     return r
 
 
-def sha1_file(path: str | os.PathLike[str], chunk: int = 1 << 24) -> str:
-    """SHA-1 of a file's bytes, read in chunks."""
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
 class _HashingWriter:
     """File-like wrapper whose ``write`` also feeds the bytes to a hash (sequential writes only)."""
 
@@ -277,40 +201,17 @@ class _HashingWriter:
         return self._f.write(b)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None]) -> None:
-    """Write a file atomically: ``write(fileobj)`` into a temp file, fsync, then ``os.replace``.
-
-    Examples
-    --------
-    >>> import tempfile, os
-    >>> d = tempfile.mkdtemp()
-    >>> atomic_write(os.path.join(d, "x.txt"), lambda f: f.write(b"hi"))
-    >>> open(os.path.join(d, "x.txt"), "rb").read()
-    b'hi'
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    data = json.dumps(obj, indent=1, sort_keys=True).encode()
-    atomic_write(path, lambda f: f.write(data))
+    write_json(path, obj)
 
 
-class ShardStore:
+class ShardStore(RunStore):
     """One extraction run's cache folder: per-batch shards plus a consolidated result.
+
+    A :class:`invert._store.RunStore` in ``<root>/<key>/``: the manifest is written once,
+    each batch's shard is ``shard-<i>.npz`` (its arrays, the batch's hash, the layer names
+    and JSON metadata), and ``result.json`` with the consolidated ``values-<j>.npy`` comes
+    last.
 
     Parameters
     ----------
@@ -323,12 +224,10 @@ class ShardStore:
     """
 
     def __init__(self, root: str | os.PathLike[str], key: str, manifest: Mapping[str, Any]):
-        self.dir = Path(root) / key
-        self.key = key
-        self.dir.mkdir(parents=True, exist_ok=True)
-        mpath = self.dir / "manifest.json"
-        if not mpath.exists():
-            _write_json(mpath, {"format": FORMAT_VERSION, "key": key, **manifest})
+        super().__init__(Path(root) / key, key)
+        self.create()
+        if not self.manifest_path.exists():
+            _write_json(self.manifest_path, {"format": FORMAT_VERSION, "key": key, **manifest})
 
     # -- shards ---------------------------------------------------------------------------
     def shard_path(self, i: int) -> Path:
@@ -338,10 +237,8 @@ class ShardStore:
         self, i: int, arrays: Mapping[str, np.ndarray], batch_hash: str, meta: Any
     ) -> None:
         """Atomically store the arrays computed from batch ``i`` (``meta`` is JSON-able)."""
-        payload = {f"a_{k}": np.ascontiguousarray(v) for k, v in arrays.items()}
-        info = json.dumps({"batch_hash": batch_hash, "keys": sorted(arrays), "meta": meta})
-        payload["info"] = np.frombuffer(info.encode(), dtype=np.uint8)
-        atomic_write(self.shard_path(i), lambda f: np.savez(f, **payload))
+        info = {"batch_hash": batch_hash, "keys": sorted(arrays), "meta": meta}
+        self.write_npz(self.shard_path(i).name, arrays, info)
 
     def read_shard(
         self,
@@ -363,24 +260,25 @@ class ShardStore:
         path = self.shard_path(i)
         if not path.exists():
             return None
+
+        def check(info: dict[str, Any]) -> None:
+            if not set(keys) <= set(info["keys"]):
+                raise CacheCorruptError(f"layers {info['keys']} lack some of {sorted(keys)}")
+
         try:
-            with np.load(path, allow_pickle=False) as z:
-                info = json.loads(bytes(z["info"]).decode())
-                if not set(keys) <= set(info["keys"]):
-                    raise CacheCorruptError(f"layers {info['keys']} lack some of {sorted(keys)}")
-                load = info["keys"] if only is None else [k for k in info["keys"] if k in only]
-                arrays = {} if header_only else {k: np.array(z[f"a_{k}"]) for k in load}
-        except Exception as e:  # noqa: BLE001 - any failure to read means "rebuild"
+            info, arrays = self.read_npz(path.name, check=check, only=only,
+                                         header_only=header_only)
+        except ShardFileError as e:
             logger.warning("cache shard %s is corrupt (%s); recomputing it", path, e)
             path.unlink(missing_ok=True)
             return None
-        if batch_hash is not None and info["batch_hash"] != batch_hash:
+        if batch_hash is not None and info.get("batch_hash") != batch_hash:
             logger.warning(
                 "cache shard %s was computed from different input data; recomputing it", path
             )
             path.unlink(missing_ok=True)
             return None
-        return arrays, info["meta"]
+        return arrays, info.get("meta")
 
     def shard_indices(self) -> list[int]:
         out = []
