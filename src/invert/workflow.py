@@ -30,6 +30,7 @@ from ._progress import progress_bar
 from ._validate import InvalidParameterError
 from .api import explain
 from .concepts import IMAGE_EXTENSIONS, ConceptSet, from_folders, from_imagenet_folder, from_table
+from .concepts.io import METADATA_KEY
 from .distributed import ShardError, explain_sharded
 from .engine.inputs import activation_source
 from .extract import (
@@ -204,7 +205,7 @@ def _is_saved_concept_set(path: Path) -> bool:
         schema = pq.read_schema(path)
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
         raise CommandError(f"--concepts: cannot read {path.name}: {err}") from err
-    return b"invert.concepts" in (schema.metadata or {})
+    return METADATA_KEY in (schema.metadata or {})
 
 
 def align_concepts(cs: ConceptSet, sample_ids: Sequence[Any] | None, n: int
