@@ -1,8 +1,12 @@
 """The ``invert`` command line: ``invert explain``, ``invert report``, ``invert demo``.
 
 Entry point :func:`main` (``invert = "invert.cli:main"``) returns an exit code: 0 on success,
-2 with a one-line ``invert: error: ...`` on stderr for bad arguments or bad input, 130 when
-interrupted. It never calls ``sys.exit`` itself.
+2 with a one-line ``invert: error: ...`` on stderr for a user error, 130 when interrupted. It
+never calls ``sys.exit`` itself. User errors are exactly: click usage errors, the library's
+:class:`~invert._validate.InvalidParameterError`, missing files (and other OS errors that
+name a path), and :class:`~invert.workflow.CommandError` (which includes a missing optional
+package that invert names with its install command). Anything else is a bug in invert and
+propagates with its traceback (exit code 1 through ``python -m invert``).
 
 Examples
 --------
@@ -27,10 +31,11 @@ from typing import Any
 import click
 
 from . import demo
+from ._validate import InvalidParameterError
 from .report import build_report
-from .workflow import CommandError, run_explain, summary_table
+from .workflow import CommandError, install_hints_as_command_errors, run_explain, summary_table
 
-__all__ = ["main", "cli", "CommandError"]
+__all__ = ["main", "cli", "CommandError", "is_user_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +182,8 @@ def report_cmd(ctx: click.Context, out: Path, images: Path | None, title: str | 
     """Rebuild the HTML report of an output folder OUT."""
     if not out.is_dir():
         raise FileNotFoundError(f"OUT: folder {str(out)!r} not found")
-    path = build_report(out, images_root=images, progress=ctx.obj["progress"], title=title)
+    with install_hints_as_command_errors():
+        path = build_report(out, images_root=images, progress=ctx.obj["progress"], title=title)
     click.echo(f"report: {path.resolve()}")
     return 0
 
@@ -193,8 +199,9 @@ def report_cmd(ctx: click.Context, out: Path, images: Path | None, title: str | 
 def demo_cmd(ctx: click.Context, out: Path, stamps: Path | None, device: str | None,
              batch_size: int) -> int:
     """Explain EfficientNet-Lite0 on the Tux Paint photos with WordNet concepts (offline)."""
-    path = demo.run_demo(out, stamps=stamps, device=device, batch_size=batch_size,
-                         progress=ctx.obj["progress"], echo=click.echo)
+    with install_hints_as_command_errors():
+        path = demo.run_demo(out, stamps=stamps, device=device, batch_size=batch_size,
+                             progress=ctx.obj["progress"], echo=click.echo)
     click.echo(f"report: {path.resolve()}")
     return 0
 
@@ -219,13 +226,25 @@ def _error(msg: object) -> int:
     return 2
 
 
+def is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` is the user's mistake (exit code 2, one line) rather than a bug.
+
+    User errors: :class:`CommandError`, :class:`~invert._validate.InvalidParameterError`,
+    ``FileNotFoundError``, and any other ``OSError`` about a path (one with a ``filename``:
+    permission denied, a folder where a file was expected, ...)."""
+    if isinstance(err, CommandError | InvalidParameterError | FileNotFoundError):
+        return True
+    return isinstance(err, OSError) and err.filename is not None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``invert`` command line with ``argv`` (default ``sys.argv[1:]``).
 
     Returns
     -------
     int
-        0 on success, 2 on bad arguments or input (one line on stderr), 130 on Ctrl-C.
+        0 on success, 2 on a user error (one line on stderr, see :func:`is_user_error`),
+        130 on Ctrl-C. Any other exception propagates (a bug in invert: its traceback).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = sum(a.count("v") for a in args if a.startswith("-") and set(a[1:]) == {"v"})
@@ -252,7 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("invert: interrupted", err=True)
         return 130
-    except (CommandError, ValueError, TypeError, FileNotFoundError, ImportError) as err:
+    except (CommandError, InvalidParameterError, OSError) as err:
+        if not is_user_error(err):
+            raise
         logger.debug("error", exc_info=True)
         return _error(err)
     finally:

@@ -28,6 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from .concepts import WordNet, from_folders, imagenet_hierarchy
+from .extract import ImageFolder, collect_activations, efficientnet_lite0, onnx_unit_source
+from .report import build_report, save_run
+from .trust import permutation_test
+from .workflow import CommandError, explain_layer, prune_concepts, summary_table
+
 __all__ = ["run_demo", "photo_stamps", "DemoUnavailableError", "STAMPS_ROOT"]
 
 logger = logging.getLogger(__name__)
@@ -51,8 +57,9 @@ INSTALL_STAMPS = "apt-get install -y --no-install-recommends tuxpaint-stamps-def
 INSTALL_WORDNET = "apt-get install -y --no-install-recommends wordnet-base"
 
 
-class DemoUnavailableError(ImportError):
-    """A package the demo needs is missing; the message says how to install it."""
+class DemoUnavailableError(CommandError, ImportError):
+    """A package the demo needs is missing; the message says how to install it (a user
+    error for the command line, and an ``ImportError`` for callers)."""
 
 
 def check_requirements(stamps: Path) -> None:
@@ -72,8 +79,6 @@ def check_requirements(stamps: Path) -> None:
         raise DemoUnavailableError(
             f"the demo needs the Tux Paint photo stamps in {stamps}: {INSTALL_STAMPS}"
         )
-    from .concepts import WordNet
-
     if not WordNet.available():
         raise DemoUnavailableError(f"the demo needs WordNet 3.0: {INSTALL_WORDNET}")
 
@@ -86,8 +91,6 @@ def is_photo(sample_id: str) -> bool:
 
 def photo_stamps(stamps: Path = STAMPS_ROOT):
     """The WordNet concept set of the Tux Paint photo stamps (drawn stamps left out)."""
-    from .concepts import from_folders
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cs = from_folders(stamps, extensions=PHOTO_SUFFIXES, wordnet=True)
@@ -106,8 +109,6 @@ def _has_onnxruntime() -> bool:
 
 
 def _class_names() -> list[str]:
-    from .concepts import imagenet_hierarchy
-
     return list(imagenet_hierarchy().names[:1000])
 
 
@@ -136,22 +137,46 @@ def run_demo(
         Show progress bars.
     echo : callable, optional
         Where to print the steps and the summary table (default: logging only).
-    """
-    from .report import build_report, save_run
-    from .workflow import explain_layer, prune_concepts, summary_table
 
+    Raises
+    ------
+    DemoUnavailableError
+        When a package or the photos are missing (the message says how to install them).
+    """
     say = echo or logger.info
     out = Path(out)
     root = Path(stamps) if stamps is not None else STAMPS_ROOT
     check_requirements(root)
     t0 = time.perf_counter()
-    cs = photo_stamps(root)
-    cs = prune_concepts(cs, MIN_CONCEPT_SAMPLES)
+    cs = prune_concepts(photo_stamps(root), MIN_CONCEPT_SAMPLES)
     say(f"concepts: {cs.n_concepts} WordNet synsets over {cs.n_samples} Tux Paint photos "
         f"({time.perf_counter() - t0:.1f} s)")
+    values, unit_ids, unit_labels = _activations(cs, root, out, device=device,
+                                                 batch_size=batch_size, progress=progress,
+                                                 say=say)
+    say(f"activations: {FEATURE_LAYER} {values[FEATURE_LAYER].shape[1]} channels, "
+        f"{LOGITS_LAYER} {len(unit_ids[LOGITS_LAYER])} predicted classes "
+        f"({time.perf_counter() - t0:.1f} s)")
+    search = dict(SEARCH) | {"device": device}
+    results = _search(values, unit_ids, cs, search, progress=progress, say=say)
+    save_run(out, results, values, cs, params=search | {"reduce": "mean",
+                                                        "min_concept_samples":
+                                                            MIN_CONCEPT_SAMPLES},
+             sample_ids=cs.sample_ids, images_root=root, unit_labels=unit_labels,
+             extra={"command": "demo", "model": "efficientnet-lite0",
+                    "title": "invert demo: EfficientNet-Lite0 on Tux Paint photos"})
+    path = build_report(out, progress=progress)
+    say(summary_table(results, unit_labels))
+    say(f"done in {time.perf_counter() - t0:.1f} s")
+    return path
 
-    from .extract import ImageFolder, collect_activations, efficientnet_lite0
 
+def _activations(cs, root: Path, out: Path, *, device: str | None, batch_size: int,
+                 progress: bool, say: Callable[[str], Any]
+                 ) -> tuple[dict[str, np.ndarray], dict[str, list[str]], dict[str, list[str]]]:
+    """The two layers over the photos of ``cs`` (cached in ``out/cache``): values, unit ids
+    and unit labels per layer; the logits keep only the classes predicted (top-1) for at
+    least one photo."""
     model, transform = efficientnet_lite0()
     files = [root / str(s) for s in cs.sample_ids]
     ds = ImageFolder(root, files, transform, [], False)
@@ -159,8 +184,6 @@ def run_demo(
     net: Any = model
     if (device in (None, "cpu")) and _has_onnxruntime():
         # ONNX Runtime runs this model several times faster than PyTorch on a CPU
-        from .extract.onnx import onnx_unit_source
-
         layers = list(onnx_unit_source(model, ds[0].unsqueeze(0), layers))
         net = None
         say("model: EfficientNet-Lite0 through ONNX Runtime")
@@ -172,33 +195,26 @@ def run_demo(
     predicted = np.unique(logits_all.argmax(axis=1))
     logits = np.ascontiguousarray(logits_all[:, predicted])
     names = _class_names()
-    say(f"activations: {FEATURE_LAYER} {feats.shape[1]} channels, {LOGITS_LAYER} "
-        f"{len(predicted)} predicted classes ({time.perf_counter() - t0:.1f} s)")
-
-    search = dict(SEARCH) | {"device": device}
+    values = {FEATURE_LAYER: feats, LOGITS_LAYER: logits}
     unit_ids = {FEATURE_LAYER: [str(k) for k in range(feats.shape[1])],
                 LOGITS_LAYER: [str(int(k)) for k in predicted]}
-    values = {FEATURE_LAYER: feats, LOGITS_LAYER: logits}
+    unit_labels = {LOGITS_LAYER: [names[int(k)] for k in predicted]}
+    return values, unit_ids, unit_labels
+
+
+def _search(values: dict[str, np.ndarray], unit_ids: dict[str, list[str]], cs,
+            search: dict[str, Any], *, progress: bool, say: Callable[[str], Any]
+            ) -> dict[str, Any]:
+    """Explain both layers, then the permutation test of the search (p-values corrected
+    for it, and BH q-values)."""
     results = {
         layer: explain_layer(values[layer], unit_ids[layer], cs, desc=f"search {layer}",
                              progress=progress, **search)
         for layer in (FEATURE_LAYER, LOGITS_LAYER)
     }
-    from .trust import permutation_test
-
     t1 = time.perf_counter()
-    for layer, res in results.items():  # p-values corrected for the search, and BH q-values
+    for layer, res in results.items():
         permutation_test(values[layer], cs, res, n_permutations=N_PERMUTATIONS, random_state=0)
     say(f"permutation test of the search ({N_PERMUTATIONS} permutations): "
         f"{time.perf_counter() - t1:.1f} s")
-    unit_labels = {LOGITS_LAYER: [names[int(k)] for k in predicted]}
-    save_run(out, results, values, cs, params=search | {"reduce": "mean",
-                                                        "min_concept_samples":
-                                                            MIN_CONCEPT_SAMPLES},
-             sample_ids=cs.sample_ids, images_root=root, unit_labels=unit_labels,
-             extra={"command": "demo", "model": "efficientnet-lite0",
-                    "title": "invert demo: EfficientNet-Lite0 on Tux Paint photos"})
-    path = build_report(out, progress=progress)
-    say(summary_table(results, unit_labels))
-    say(f"done in {time.perf_counter() - t0:.1f} s")
-    return path
+    return results

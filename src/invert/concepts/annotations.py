@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._validate import bad, check_choice
 from .core import ConceptSet
 from .util import check_errors, report_skipped
 
@@ -55,8 +56,36 @@ def from_coco(
     concepts: kept and warned about (see ``constant_concepts``).
     """
     check_errors(errors)
-    if sample_key not in ("id", "file_name"):
-        raise ValueError(f"sample_key: expected 'id' or 'file_name', got {sample_key!r}")
+    check_choice("sample_key", sample_key, ("id", "file_name"))
+    data, src = _coco_data(annotations)
+    img_pos, sids = _coco_images(data["images"], sample_key)
+    cat_pos, names, supers = _coco_categories(data["categories"])
+    present, problems = _coco_presence(data["annotations"], img_pos, cat_pos, include_crowd)
+    if problems:
+        if errors == "raise":
+            show = "; ".join(f"{p['item']}: {p['reason']}" for p in problems[:5])
+            raise bad("annotations", "annotations of known images and categories (or pass "
+                      "errors='skip' to leave them out)",
+                      f"{len(problems)} annotation(s) pointing to unknown images or categories "
+                      f"({show})", raw=True)
+        report_skipped(problems, "from_coco")
+    matrix, all_names, parents = present, list(names), None
+    if supercategories:
+        matrix, all_names, parents = _with_supercategories(present, names, supers,
+                                                           supercategory_prefix)
+    return ConceptSet(
+        matrix,
+        all_names,
+        ids=[str(c["id"]) for c in data["categories"]] + [None] * (len(all_names) - len(names)),
+        sample_ids=sids,
+        parents=parents,
+        skipped=problems,
+        source=src,
+    )
+
+
+def _coco_data(annotations: Any) -> tuple[Mapping[str, Any], str]:
+    """The parsed COCO instances (from a file or as given) and a description of the source."""
     if isinstance(annotations, (str, os.PathLike)):
         path = Path(annotations)
         if not path.is_file():
@@ -64,44 +93,64 @@ def from_coco(
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"annotations: {str(path)!r} is not valid JSON ({exc})") from exc
+            raise bad("annotations", "a COCO instances JSON file",
+                      f"{str(path)!r}, which is not valid JSON ({exc})", raw=True) from exc
         src = f"COCO annotations {path}"
     elif isinstance(annotations, Mapping):
         data, src = annotations, "COCO annotations"
     else:
-        raise TypeError(f"annotations: expected a path or dict, got {type(annotations).__name__}")
+        raise bad("annotations", "a path or dict", type(annotations).__name__, raw=True)
     for key in ("images", "annotations", "categories"):
         if key not in data or not isinstance(data[key], list):
-            raise ValueError(f"annotations: expected a list under {key!r} (COCO instances format)")
-    images = data["images"]
-    cats = data["categories"]
+            raise bad("annotations", f"a list under {key!r} (COCO instances format)",
+                      type(data[key]).__name__ if key in data else "nothing", raw=True)
+    return data, src
+
+
+def _coco_images(images: list[Any], sample_key: str) -> tuple[dict[Any, int], list[Hashable]]:
+    """Row of each image id, and the sample ids (image ids or file names)."""
     img_pos: dict[Any, int] = {}
     sids: list[Hashable] = []
     for k, im in enumerate(images):
         if "id" not in im:
-            raise ValueError(f"annotations: images[{k}] has no 'id'")
+            raise bad("annotations", "an 'id' in every image", f"images[{k}] without",
+                      raw=True)
         if im["id"] in img_pos:
-            raise ValueError(f"annotations: duplicate image id {im['id']!r}")
+            raise bad("annotations", "unique image ids", f"duplicate image id {im['id']!r}",
+                      raw=True)
         img_pos[im["id"]] = k
         if sample_key == "file_name" and "file_name" not in im:
-            raise ValueError(f"sample_key: images[{k}] has no 'file_name'")
+            raise bad("sample_key", "a key of every image", f"'file_name', which images[{k}] "
+                      "lacks", raw=True)
         sids.append(im[sample_key])
+    return img_pos, sids
+
+
+def _coco_categories(cats: list[Any]) -> tuple[dict[Any, int], list[str], list[str | None]]:
+    """Column of each category id, the category names and their supercategories."""
     cat_pos: dict[Any, int] = {}
     names: list[str] = []
     supers: list[str | None] = []
     for k, c in enumerate(cats):
         if "id" not in c or "name" not in c:
-            raise ValueError(f"annotations: categories[{k}] needs 'id' and 'name'")
+            raise bad("annotations", "an 'id' and a 'name' in every category",
+                      f"categories[{k}] without", raw=True)
         if c["id"] in cat_pos:
-            raise ValueError(f"annotations: duplicate category id {c['id']!r}")
+            raise bad("annotations", "unique category ids",
+                      f"duplicate category id {c['id']!r}", raw=True)
         cat_pos[c["id"]] = k
         names.append(str(c["name"]))
         supers.append(c.get("supercategory"))
-    n, nc = len(images), len(cats)
-    present = np.zeros((n, nc), dtype=bool)
+    return cat_pos, names, supers
+
+
+def _coco_presence(annotations: list[Any], img_pos: dict[Any, int], cat_pos: dict[Any, int],
+                   include_crowd: bool) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """(images, categories) presence, and records of the annotations of unknown ids."""
+    present = np.zeros((len(img_pos), len(cat_pos)), dtype=bool)
     problems: list[dict[str, Any]] = []
     n_crowd = 0
-    for k, a in enumerate(data["annotations"]):
+    for k, a in enumerate(annotations):
         img, cat = a.get("image_id"), a.get("category_id")
         if img not in img_pos:
             problems.append({"item": f"annotations[{k}]", "reason": f"unknown image_id {img!r}"})
@@ -113,40 +162,25 @@ def from_coco(
             n_crowd += 1
             continue
         present[img_pos[img], cat_pos[cat]] = True
-    if problems:
-        if errors == "raise":
-            show = "; ".join(f"{p['item']}: {p['reason']}" for p in problems[:5])
-            raise ValueError(
-                f"annotations: {len(problems)} annotation(s) point to unknown images or "
-                f"categories ({show}); pass errors='skip' to leave them out"
-            )
-        report_skipped(problems, "from_coco")
     if n_crowd:
         logger.info("from_coco: %d crowd annotations not counted (include_crowd=False)", n_crowd)
-    matrix = present
-    all_names = list(names)
-    parents: dict[str, list[str]] | None = None
-    if supercategories:
-        sup_names = list(dict.fromkeys(s for s in supers if s))
-        sup_cols = []
-        for s in sup_names:
-            members = [j for j in range(nc) if supers[j] == s]
-            sup_cols.append(present[:, members].any(axis=1))
-        if sup_names:
-            matrix = np.hstack([present, np.stack(sup_cols, axis=1)])
-        all_names += [supercategory_prefix + s for s in sup_names]
-        parents = {
-            names[j]: [supercategory_prefix + supers[j]] if supers[j] else [] for j in range(nc)
-        }
-    return ConceptSet(
-        matrix,
-        all_names,
-        ids=[str(c["id"]) for c in cats] + [None] * (len(all_names) - nc),
-        sample_ids=sids,
-        parents=parents,
-        skipped=problems,
-        source=src,
-    )
+    return present, problems
+
+
+def _with_supercategories(present: np.ndarray, names: list[str], supers: list[str | None],
+                          prefix: str) -> tuple[np.ndarray, list[str], dict[str, list[str]]]:
+    """The presence with one column per supercategory appended, all names, and the parents
+    (each category's supercategory)."""
+    nc = len(names)
+    sup_names = list(dict.fromkeys(s for s in supers if s))
+    sup_cols = []
+    for s in sup_names:
+        members = [j for j in range(nc) if supers[j] == s]
+        sup_cols.append(present[:, members].any(axis=1))
+    matrix = np.hstack([present, np.stack(sup_cols, axis=1)]) if sup_names else present
+    all_names = list(names) + [prefix + s for s in sup_names]
+    parents = {names[j]: [prefix + supers[j]] if supers[j] else [] for j in range(nc)}
+    return matrix, all_names, parents
 
 
 def _read_mask(m: Any, encoding: str, k: int) -> np.ndarray:
@@ -159,25 +193,21 @@ def _read_mask(m: Any, encoding: str, k: int) -> np.ndarray:
             arr = np.asarray(im)
         if encoding == "broden":
             if arr.ndim != 3 or arr.shape[2] < 2:
-                raise ValueError(
-                    f"masks[{k}]: Broden encoding needs an RGB image (label = R + 256 * G), got "
-                    f"shape {arr.shape} from {str(m)!r}"
-                )
+                raise bad(f"masks[{k}]", "an RGB image for the Broden encoding (label = R + "
+                          "256 * G)", f"shape {arr.shape} from {str(m)!r}", raw=True)
             return arr[..., 0].astype(np.int64) + 256 * arr[..., 1].astype(np.int64)
         if arr.ndim != 2:
-            raise ValueError(
-                f"masks[{k}]: expected a single-channel label image, got shape {arr.shape}; use "
-                "encoding='broden' for RGB label images"
-            )
+            raise bad(f"masks[{k}]", "a single-channel label image (use encoding='broden' for "
+                      "RGB label images)", f"shape {arr.shape}", raw=True)
         return arr.astype(np.int64)
     arr = np.asarray(m)
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
         if np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0):
             arr = arr.astype(np.int64)
         else:
-            raise TypeError(f"masks[{k}]: expected an integer label map, got dtype {arr.dtype}")
+            raise bad(f"masks[{k}]", "an integer label map", f"dtype {arr.dtype}", raw=True)
     if arr.ndim not in (2, 3):
-        raise ValueError(f"masks[{k}]: expected (H, W) or (layers, H, W), got shape {arr.shape}")
+        raise bad(f"masks[{k}]", "(H, W) or (layers, H, W)", f"shape {arr.shape}", raw=True)
     return arr.astype(np.int64)
 
 
@@ -210,30 +240,24 @@ def from_masks(
         ``.skipped`` (once per sample and value) and warn.
     """
     check_errors(errors)
-    if encoding not in ("index", "broden"):
-        raise ValueError(f"encoding: expected 'index' or 'broden', got {encoding!r}")
+    check_choice("encoding", encoding, ("index", "broden"))
     if isinstance(min_area, bool) or not isinstance(min_area, int | float) or not min_area > 0:
-        raise ValueError(
-            f"min_area: expected a pixel count >= 1 or a fraction in (0, 1), got {min_area!r}"
-        )
+        raise bad("min_area", "a pixel count >= 1 or a fraction in (0, 1)", min_area)
     if isinstance(names, Mapping):
         items = sorted(names.items())
         for lab, _ in items:
             if isinstance(lab, bool) or not isinstance(lab, int | np.integer) or lab <= 0:
-                raise ValueError(f"names: expected positive int labels as keys, got {lab!r}")
+                raise bad("names", "positive int labels as keys", lab)
         labels = np.asarray([lab for lab, _ in items], dtype=np.int64)
         concept_names = [str(v) for _, v in items]
     elif isinstance(names, str) or not isinstance(names, Sequence):
-        raise TypeError(
-            f"names: expected a list of names or dict label -> name, got {type(names).__name__}"
-        )
+        raise bad("names", "a list of names or dict label -> name", type(names).__name__,
+                  raw=True)
     else:
         labels = np.arange(1, len(names) + 1, dtype=np.int64)
         concept_names = list(names)
     if isinstance(masks, (str, os.PathLike)) or not isinstance(masks, Sequence):
-        raise TypeError(
-            f"masks: expected a sequence of label maps or paths, got {type(masks).__name__}"
-        )
+        raise bad("masks", "a sequence of label maps or paths", type(masks).__name__, raw=True)
     if sample_ids is None:
         sample_ids = [
             str(m) if isinstance(m, (str, os.PathLike)) else i for i, m in enumerate(masks)
@@ -257,10 +281,9 @@ def from_masks(
         for v, c in counts.items():
             if v not in col:
                 if errors == "raise":
-                    raise ValueError(
-                        f"masks[{i}]: label value {v} has no entry in names (known labels "
-                        f"{labels.tolist()[:20]}); pass errors='skip' to ignore such pixels"
-                    )
+                    raise bad(f"masks[{i}]", f"labels with an entry in names (known labels "
+                              f"{labels.tolist()[:20]}; or pass errors='skip' to ignore such "
+                              "pixels)", f"label value {v}", raw=True)
                 skipped.append({"item": sample_ids[i], "reason": f"unknown label {v} ({c} px)"})
                 continue
             if c >= thresh:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,19 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from .._validate import bad
+from .io import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    from_json_sample_id,
+    json_sample_id,
+    read_concept_set,
+    write_concept_set,
+)
+
 __all__ = ["ConceptSet", "ConstantConceptWarning", "SkippedItemsWarning", "FORMAT_VERSION"]
 
 logger = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
-_SAMPLE_ID_COLUMN = "sample_id"
 
 
 class ConstantConceptWarning(UserWarning):
@@ -47,76 +53,95 @@ def _to_matrix(matrix: Any) -> np.ndarray | sp.csr_array | sp.csr_matrix:
             matrix = matrix.to_dense()
         matrix = matrix.detach().cpu().numpy()
     if sp.issparse(matrix):
-        if matrix.ndim != 2:
-            raise ValueError(
-                f"matrix: expected 2 dimensions (samples, concepts), got {matrix.ndim}"
-            )
-        csr = matrix.tocsr(copy=True)
-        csr.sum_duplicates()
-        data = np.asarray(csr.data)
-        if data.dtype != bool:
-            if np.issubdtype(data.dtype, np.number):
-                bad = ~np.isin(data, (0, 1))
-                if bad.any():
-                    raise ValueError(
-                        "matrix: expected only 0/1 (boolean) entries, got values such as "
-                        f"{np.unique(data[bad])[:5].tolist()}"
-                    )
-            else:
-                raise TypeError(
-                    f"matrix: expected a numeric or bool sparse matrix, got {data.dtype}"
-                )
-        csr = csr.astype(bool)
-        csr.eliminate_zeros()
-        return csr
+        return _sparse_matrix(matrix)
     if (
         isinstance(matrix, (str, bytes))
         or not hasattr(matrix, "__len__")
         and not isinstance(matrix, np.ndarray)
     ):
-        raise TypeError(
-            "matrix: expected a 2-D numpy array, torch tensor or scipy.sparse matrix, got "
-            f"{type(matrix).__name__}"
-        )
-    arr = np.asarray(matrix)
+        raise bad("matrix", "a 2-D numpy array, torch tensor or scipy.sparse matrix",
+                  type(matrix).__name__, raw=True)
+    return _dense_matrix(np.asarray(matrix))
+
+
+def _sparse_matrix(matrix: Any) -> sp.csr_array | sp.csr_matrix:
+    if matrix.ndim != 2:
+        raise bad("matrix", "2 dimensions (samples, concepts)", f"{matrix.ndim}", raw=True)
+    csr = matrix.tocsr(copy=True)
+    csr.sum_duplicates()
+    data = np.asarray(csr.data)
+    if data.dtype != bool:
+        if not np.issubdtype(data.dtype, np.number):
+            raise bad("matrix", "a numeric or bool sparse matrix", f"{data.dtype}", raw=True)
+        wrong = ~np.isin(data, (0, 1))
+        if wrong.any():
+            raise bad("matrix", "only 0/1 (boolean) entries",
+                      f"values such as {np.unique(data[wrong])[:5].tolist()}", raw=True)
+    csr = csr.astype(bool)
+    csr.eliminate_zeros()
+    return csr
+
+
+def _dense_matrix(arr: np.ndarray) -> np.ndarray:
     if arr.ndim != 2:
-        raise ValueError(
-            f"matrix: expected 2 dimensions (samples, concepts), got shape {arr.shape}"
-        )
+        raise bad("matrix", "2 dimensions (samples, concepts)", f"shape {arr.shape}", raw=True)
     if arr.dtype == bool:
         return arr.copy()
     if arr.dtype == object:
         try:
             arr = arr.astype(float)
         except (TypeError, ValueError) as exc:
-            raise TypeError(
-                "matrix: expected 0/1 numbers or booleans, got non-numeric entries"
-            ) from exc
+            raise bad("matrix", "0/1 numbers or booleans", "non-numeric entries",
+                      raw=True) from exc
     if not np.issubdtype(arr.dtype, np.number):
-        raise TypeError(f"matrix: expected a numeric or bool array, got dtype {arr.dtype}")
-    bad = ~np.isin(arr, (0, 1))
-    if bad.any():
-        vals = np.unique(arr[bad])[:5].tolist()
-        i, j = np.argwhere(bad)[0]
-        raise ValueError(
-            f"matrix: expected only 0/1 (boolean) entries, got values such as {vals} "
-            f"(first at sample {i}, concept {j})"
-        )
+        raise bad("matrix", "a numeric or bool array", f"dtype {arr.dtype}", raw=True)
+    wrong = ~np.isin(arr, (0, 1))
+    if wrong.any():
+        vals = np.unique(arr[wrong])[:5].tolist()
+        i, j = np.argwhere(wrong)[0]
+        raise bad("matrix", "only 0/1 (boolean) entries",
+                  f"values such as {vals} (first at sample {i}, concept {j})", raw=True)
     return arr.astype(bool)
 
 
 def _check_str_list(value: Any, param: str, length: int, allow_none_items: bool = False) -> list:
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise TypeError(f"{param}: expected a list of str, got {type(value).__name__}")
+        raise bad(param, "a list of str", type(value).__name__, raw=True)
     out = list(value)
     if len(out) != length:
-        raise ValueError(f"{param}: expected {length} entries (one per concept), got {len(out)}")
+        raise bad(param, f"{length} entries (one per concept)", f"{len(out)}", raw=True)
     for i, v in enumerate(out):
         if v is None and allow_none_items:
             continue
         if not isinstance(v, str):
-            raise TypeError(f"{param}: expected str entries, got {type(v).__name__} at {i}: {v!r}")
+            raise bad(param, "str entries", f"{type(v).__name__} at {i}: {v!r}", raw=True)
     return out
+
+
+def _check_names(names: Any, c: int) -> list[str]:
+    """``c`` unique, non-empty concept names."""
+    out = _check_str_list(names, "names", c)
+    empty = [i for i, s in enumerate(out) if not s.strip()]
+    if empty:
+        raise bad("names", "non-empty names", f"empty name(s) at {empty[:10]}", raw=True)
+    dups = [k for k, v in Counter(out).items() if v > 1]
+    if dups:
+        raise bad("names", "unique concept names", f"duplicates {dups[:10]}", raw=True)
+    return out
+
+
+def _check_sample_ids(sample_ids: Any, n: int) -> list[Hashable]:
+    """``n`` unique hashable sample ids (numpy scalars as Python values, lists as tuples)."""
+    if isinstance(sample_ids, (str, bytes)) or not isinstance(sample_ids, Iterable):
+        raise bad("sample_ids", "a sequence", type(sample_ids).__name__, raw=True)
+    sids = [_normalize_sample_id(v) for v in sample_ids]
+    if len(sids) != n:
+        raise bad("sample_ids", f"{n} ids (one per matrix row)", f"{len(sids)}", raw=True)
+    dup_ids = [k for k, v in Counter(sids).items() if v > 1]
+    if dup_ids:
+        raise bad("sample_ids", "unique ids",
+                  f"{len(dup_ids)} duplicated, e.g. {dup_ids[:5]}", raw=True)
+    return sids
 
 
 def _normalize_sample_id(v: Any) -> Hashable:
@@ -125,20 +150,107 @@ def _normalize_sample_id(v: Any) -> Hashable:
     if isinstance(v, list | tuple):
         return tuple(_normalize_sample_id(x) for x in v)
     if not isinstance(v, Hashable):
-        raise TypeError(f"sample_ids: expected hashable ids, got {type(v).__name__}: {v!r}")
+        raise bad("sample_ids", "hashable ids", f"{type(v).__name__}: {v!r}", raw=True)
     return v
 
 
-def _json_sample_id(v: Any) -> Any:
-    if isinstance(v, tuple):
-        return [_json_sample_id(x) for x in v]
-    return v
+def _check_parents(parents: Any, names: Sequence[str]) -> dict[str, list[str]]:
+    """The hierarchy as ``{name: [parent names]}``, every name one of ``names``."""
+    if not isinstance(parents, Mapping):
+        raise bad("parents", "a dict name -> list of parent names", type(parents).__name__,
+                  raw=True)
+    known = set(names)
+    out: dict[str, list[str]] = {}
+    for k, v in parents.items():
+        if k not in known:
+            raise bad("parents", "keys that are concept names of this set", f"key {k!r}",
+                      raw=True)
+        if isinstance(v, str) or not isinstance(v, Iterable):
+            raise bad(f"parents[{k!r}]", "a list of names", type(v).__name__, raw=True)
+        v = list(v)
+        unknown = [p for p in v if p not in known]
+        if unknown:
+            raise bad(f"parents[{k!r}]", "concept names of this set",
+                      f"{unknown[:5]}, which are not", raw=True)
+        out[k] = v
+    return out
 
 
-def _from_json_sample_id(v: Any) -> Any:
-    if isinstance(v, list):
-        return tuple(_from_json_sample_id(x) for x in v)
-    return v
+def _positions(sel: Any, n: int, param: str, index: Mapping[str, int] | None) -> np.ndarray:
+    """Positions (int64, in ``[0, n)``) of a selection: names (when ``index`` maps them),
+    positions or a boolean mask; each position at most once."""
+    if isinstance(sel, (str, bytes)):
+        sel = [sel]
+    arr = np.asarray(list(sel) if not isinstance(sel, np.ndarray) else sel)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise bad(param, f"positions or a boolean mask; a boolean mask must have length {n}",
+                      f"shape {arr.shape}", raw=True)
+        return np.flatnonzero(arr)
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if index is not None and arr.dtype.kind in "UO":
+        missing = [s for s in arr.tolist() if s not in index]
+        if missing:
+            raise bad(param, "concept names of this set", f"unknown concept names {missing[:10]}",
+                      raw=True)
+        pos = np.array([index[s] for s in arr.tolist()], dtype=np.int64)
+    elif np.issubdtype(arr.dtype, np.integer):
+        pos = arr.astype(np.int64)
+        if ((pos < -n) | (pos >= n)).any():
+            raise bad(param, f"positions in [-{n}, {n})", f"{pos.tolist()[:10]}", raw=True)
+        pos = pos % n if n else pos
+    else:
+        what = (
+            "concept names, positions or a boolean mask"
+            if index is not None
+            else ("positions or a boolean mask (use sample_positions() for ids)")
+        )
+        raise bad(param, what, f"dtype {arr.dtype}", raw=True)
+    dups = [int(k) for k, v in Counter(pos.tolist()).items() if v > 1]
+    if dups:
+        raise bad(param, "each position at most once", f"positions {dups[:10]} more than once",
+                  raw=True)
+    return pos
+
+
+def _labels_matrix(labels: Sequence[Iterable[str]], names: Sequence[str],
+                   sparse: bool | None) -> Any:
+    """The (samples, names) bool matrix of one iterable of concept names per sample: CSR,
+    or dense (default: sparse when under 10% of entries are set and there are over 100,000)."""
+    index = {c: j for j, c in enumerate(names)}
+    rows: list[int] = []
+    cols: list[int] = []
+    for i, row in enumerate(labels):
+        for c in set(row):
+            if c not in index:
+                raise bad("labels", "concepts listed in names",
+                          f"sample {i} with concept {c!r}, not in names", raw=True)
+            rows.append(i)
+            cols.append(index[c])
+    shape = (len(labels), len(names))
+    m = sp.csr_array(
+        (
+            np.ones(len(rows), dtype=bool),
+            (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)),
+        ),
+        shape=shape,
+    )
+    total = shape[0] * shape[1]
+    if sparse is None:
+        sparse = total > 100_000 and len(rows) < 0.1 * total
+    return m if sparse else m.toarray().astype(bool)
+
+
+def _first_difference(a: Sequence[Any], b: Sequence[Any]) -> int:
+    return next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+
+
+def _pad(a: list | None, b: list | None, na: int, nb: int) -> list | None:
+    """``a + b``, a missing list standing for ``None`` entries (``None`` if both are)."""
+    if a is None and b is None:
+        return None
+    return (a if a is not None else [None] * na) + (b if b is not None else [None] * nb)
 
 
 class ConceptSet:
@@ -181,11 +293,10 @@ class ConceptSet:
 
     Raises
     ------
-    ValueError
-        On a shape mismatch, non-0/1 entries, duplicate or empty names, duplicate sample ids, or
-        parents that name unknown concepts.
-    TypeError
-        On arguments of the wrong type.
+    invert._validate.InvalidParameterError
+        (both a ``ValueError`` and a ``TypeError``) on a shape mismatch, non-0/1 entries,
+        duplicate or empty names, duplicate sample ids, parents that name unknown concepts, or
+        arguments of the wrong type.
     """
 
     def __init__(
@@ -203,70 +314,34 @@ class ConceptSet:
     ) -> None:
         self.matrix = _to_matrix(matrix)
         n, c = self.matrix.shape
-        self.names = _check_str_list(names, "names", c)
-        empty = [i for i, s in enumerate(self.names) if not s.strip()]
-        if empty:
-            raise ValueError(f"names: expected non-empty names, got empty name(s) at {empty[:10]}")
-        dups = [k for k, v in Counter(self.names).items() if v > 1]
-        if dups:
-            raise ValueError(f"names: expected unique concept names, got duplicates {dups[:10]}")
+        self.names = _check_names(names, c)
         self.ids = None if ids is None else _check_str_list(ids, "ids", c, allow_none_items=True)
         self.descriptions = (
             None
             if descriptions is None
             else _check_str_list(descriptions, "descriptions", c, allow_none_items=True)
         )
-        if sample_ids is not None:
-            if isinstance(sample_ids, (str, bytes)) or not isinstance(sample_ids, Iterable):
-                raise TypeError(f"sample_ids: expected a sequence, got {type(sample_ids).__name__}")
-            sids = [_normalize_sample_id(v) for v in sample_ids]
-            if len(sids) != n:
-                raise ValueError(
-                    f"sample_ids: expected {n} ids (one per matrix row), got {len(sids)}"
-                )
-            dup_ids = [k for k, v in Counter(sids).items() if v > 1]
-            if dup_ids:
-                raise ValueError(
-                    f"sample_ids: expected unique ids, got {len(dup_ids)} duplicated, "
-                    f"e.g. {dup_ids[:5]}"
-                )
-            self.sample_ids: list[Hashable] | None = sids
-        else:
-            self.sample_ids = None
-        self.parents = None if parents is None else self._check_parents(parents)
+        self.sample_ids: list[Hashable] | None = (
+            None if sample_ids is None else _check_sample_ids(sample_ids, n)
+        )
+        self.parents = None if parents is None else _check_parents(parents, self.names)
         self.skipped: list[dict[str, Any]] = [dict(r) for r in (skipped or [])]
         self.source = source
         self._index = {name: i for i, name in enumerate(self.names)}
         self._counts: np.ndarray | None = None
         if warn_constant:
-            const = self.constant_concepts
-            if const:
-                msg = (
-                    f"{len(const)} of {c} concepts are constant over the {n} samples (all-zero or "
-                    f"all-one), kept but uninformative: {const[:10]}"
-                )
-                logger.info(msg)
-                warnings.warn(msg, ConstantConceptWarning, stacklevel=2)
+            self._warn_constant()
 
-    def _check_parents(self, parents: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
-        if not isinstance(parents, Mapping):
-            raise TypeError(
-                "parents: expected a dict name -> list of parent names, got "
-                f"{type(parents).__name__}"
+    def _warn_constant(self) -> None:
+        const = self.constant_concepts
+        if const:
+            msg = (
+                f"{len(const)} of {self.n_concepts} concepts are constant over the "
+                f"{self.n_samples} samples (all-zero or all-one), kept but uninformative: "
+                f"{const[:10]}"
             )
-        known = set(self.names)
-        out: dict[str, list[str]] = {}
-        for k, v in parents.items():
-            if k not in known:
-                raise ValueError(f"parents: key {k!r} is not a concept name of this set")
-            if isinstance(v, str) or not isinstance(v, Iterable):
-                raise TypeError(f"parents[{k!r}]: expected a list of names, got {type(v).__name__}")
-            v = list(v)
-            unknown = [p for p in v if p not in known]
-            if unknown:
-                raise ValueError(f"parents[{k!r}]: {unknown[:5]} are not concept names of this set")
-            out[k] = v
-        return out
+            logger.info(msg)
+            warnings.warn(msg, ConstantConceptWarning, stacklevel=3)
 
     # -- basic properties --------------------------------------------------------------------
     @property
@@ -361,7 +436,8 @@ class ConceptSet:
             if name in depth:
                 return depth[name]
             if name in visiting:
-                raise ValueError(f"parents: the hierarchy has a cycle through {name!r}")
+                raise bad("parents", "a hierarchy without cycles", f"a cycle through {name!r}",
+                          raw=True)
             visiting.add(name)
             ps = self.parents.get(name, [])  # type: ignore[union-attr]
             d = 0 if not ps else 1 + min(visit(p) for p in ps)
@@ -409,44 +485,11 @@ class ConceptSet:
         return pd.DataFrame(self.summary())
 
     # -- selection and combination -------------------------------------------------------------
-    def _positions(self, sel: Any, n: int, param: str, names: bool) -> np.ndarray:
-        if isinstance(sel, (str, bytes)):
-            sel = [sel]
-        arr = np.asarray(list(sel) if not isinstance(sel, np.ndarray) else sel)
-        if arr.dtype == bool:
-            if arr.shape != (n,):
-                raise ValueError(f"{param}: a boolean mask must have length {n}, got {arr.shape}")
-            return np.flatnonzero(arr)
-        if arr.size == 0:
-            return np.zeros(0, dtype=np.int64)
-        if names and arr.dtype.kind in "UO":
-            missing = [s for s in arr.tolist() if s not in self._index]
-            if missing:
-                raise ValueError(f"{param}: unknown concept names {missing[:10]}")
-            pos = np.array([self._index[s] for s in arr.tolist()], dtype=np.int64)
-        elif np.issubdtype(arr.dtype, np.integer):
-            pos = arr.astype(np.int64)
-            if ((pos < -n) | (pos >= n)).any():
-                raise ValueError(
-                    f"{param}: positions must be in [-{n}, {n}), got {pos.tolist()[:10]}"
-                )
-            pos = pos % n if n else pos
-        else:
-            what = (
-                "concept names, positions or a boolean mask"
-                if names
-                else ("positions or a boolean mask (use sample_positions() for ids)")
-            )
-            raise TypeError(f"{param}: expected {what}, got dtype {arr.dtype}")
-        dups = [int(k) for k, v in Counter(pos.tolist()).items() if v > 1]
-        if dups:
-            raise ValueError(f"{param}: selects positions {dups[:10]} more than once")
-        return pos
-
     def sample_positions(self, sample_ids: Iterable[Hashable]) -> np.ndarray:
         """Row positions of the given sample ids (raises ``KeyError`` for unknown ids)."""
         if self.sample_ids is None:
-            raise ValueError("sample_ids: this concept set has no sample ids")
+            raise bad("sample_ids", "a concept set with sample ids", "one without (select by "
+                      "position)", raw=True)
         lookup = {s: i for i, s in enumerate(self.sample_ids)}
         out = []
         for s in sample_ids:
@@ -475,12 +518,12 @@ class ConceptSet:
         cpos = (
             np.arange(self.n_concepts)
             if concepts is None
-            else self._positions(concepts, self.n_concepts, "concepts", names=True)
+            else _positions(concepts, self.n_concepts, "concepts", self._index)
         )
         spos = (
             np.arange(self.n_samples)
             if samples is None
-            else self._positions(samples, self.n_samples, "samples", names=False)
+            else _positions(samples, self.n_samples, "samples", None)
         )
         m = self.matrix[spos][:, cpos] if self.is_sparse else self.matrix[np.ix_(spos, cpos)]
         names = [self.names[j] for j in cpos]
@@ -506,7 +549,7 @@ class ConceptSet:
     def with_prefix(self, prefix: str) -> ConceptSet:
         """A copy whose concept names (and hierarchy) are prefixed, e.g. ``'pos:'``."""
         if not isinstance(prefix, str):
-            raise TypeError(f"prefix: expected a str, got {type(prefix).__name__}")
+            raise bad("prefix", "a str", type(prefix).__name__, raw=True)
         ren = {n: prefix + n for n in self.names}
         return ConceptSet(
             self.matrix,
@@ -529,39 +572,11 @@ class ConceptSet:
         ids in the same order. Concept names must not overlap (rename one with
         :meth:`with_prefix`). The result is sparse if either input is.
         """
-        if not isinstance(other, ConceptSet):
-            raise TypeError(f"other: expected a ConceptSet, got {type(other).__name__}")
-        if other.n_samples != self.n_samples:
-            raise ValueError(
-                f"other: expected the same samples ({self.n_samples}), got {other.n_samples}"
-            )
-        if self.sample_ids is not None and other.sample_ids is not None:
-            if self.sample_ids != other.sample_ids:
-                diff = next(
-                    i
-                    for i, (a, b) in enumerate(zip(self.sample_ids, other.sample_ids, strict=True))
-                    if a != b
-                )
-                raise ValueError(
-                    "other: expected the same sample ids in the same order, first difference at "
-                    f"row {diff}: {self.sample_ids[diff]!r} vs {other.sample_ids[diff]!r}"
-                )
-        clash = sorted(set(self.names) & set(other.names))
-        if clash:
-            raise ValueError(
-                f"other: concept names must not overlap, got {clash[:10]} in both "
-                "(rename with with_prefix())"
-            )
+        self._check_union(other)
         if self.is_sparse or other.is_sparse:
             m = sp.hstack([sp.csr_array(self.matrix), sp.csr_array(other.matrix)], format="csr")
         else:
             m = np.hstack([self.matrix, other.matrix])
-
-        def pad(a: list | None, b: list | None, na: int, nb: int) -> list | None:
-            if a is None and b is None:
-                return None
-            return (a if a is not None else [None] * na) + (b if b is not None else [None] * nb)
-
         parents = None
         if self.parents is not None or other.parents is not None:
             parents = {**(self.parents or {}), **(other.parents or {})}
@@ -569,8 +584,8 @@ class ConceptSet:
         return ConceptSet(
             m,
             self.names + other.names,
-            ids=pad(self.ids, other.ids, self.n_concepts, other.n_concepts),
-            descriptions=pad(
+            ids=_pad(self.ids, other.ids, self.n_concepts, other.n_concepts),
+            descriptions=_pad(
                 self.descriptions, other.descriptions, self.n_concepts, other.n_concepts
             ),
             sample_ids=self.sample_ids if self.sample_ids is not None else other.sample_ids,
@@ -579,10 +594,27 @@ class ConceptSet:
             source=" + ".join(sources) or None,
         )
 
+    def _check_union(self, other: Any) -> None:
+        if not isinstance(other, ConceptSet):
+            raise bad("other", "a ConceptSet", type(other).__name__, raw=True)
+        if other.n_samples != self.n_samples:
+            raise bad("other", f"the same samples ({self.n_samples})", f"{other.n_samples}",
+                      raw=True)
+        if self.sample_ids is not None and other.sample_ids is not None:
+            if self.sample_ids != other.sample_ids:
+                diff = _first_difference(self.sample_ids, other.sample_ids)
+                raise bad("other", "the same sample ids in the same order",
+                          f"a first difference at row {diff}: {self.sample_ids[diff]!r} vs "
+                          f"{other.sample_ids[diff]!r}", raw=True)
+        clash = sorted(set(self.names) & set(other.names))
+        if clash:
+            raise bad("other", "concept names that do not overlap (rename with with_prefix())",
+                      f"{clash[:10]} in both", raw=True)
+
     # -- persistence -----------------------------------------------------------------------------
     def _metadata(self) -> dict[str, Any]:
         return {
-            "format": "invert.ConceptSet",
+            "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "n_samples": self.n_samples,
             "names": self.names,
@@ -590,7 +622,7 @@ class ConceptSet:
             "descriptions": self.descriptions,
             "sample_ids": None
             if self.sample_ids is None
-            else [_json_sample_id(s) for s in self.sample_ids],
+            else [json_sample_id(s) for s in self.sample_ids],
             "parents": self.parents,
             "skipped": self.skipped,
             "source": self.source,
@@ -608,121 +640,22 @@ class ConceptSet:
         (str, int, float, bool, None) or tuples of them.
         """
         if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path: expected a str or path, got {type(path).__name__}")
-        path = Path(path)
-        meta = self._metadata()
-        try:
-            meta_text = json.dumps(meta, ensure_ascii=False)
-        except TypeError as exc:
-            raise TypeError(
-                "sample_ids: to save, ids must be str/int/float/bool/None or tuples of them "
-                f"({exc})"
-            ) from exc
-        if path.suffix == ".parquet":
-            try:
-                import pyarrow as pa
-                import pyarrow.parquet as pq
-            except ImportError as exc:  # pragma: no cover - depends on the environment
-                raise ImportError("saving as Parquet needs pyarrow: pip install pyarrow") from exc
-            dense = self.to_dense()
-            cols = {}
-            names = []
-            if self.sample_ids is not None:
-                cols[_SAMPLE_ID_COLUMN] = pa.array(
-                    [json.dumps(_json_sample_id(s)) for s in self.sample_ids]
-                )
-                names.append(_SAMPLE_ID_COLUMN)
-            arrays = [cols[k] for k in names] + [
-                pa.array(dense[:, j]) for j in range(dense.shape[1])
-            ]
-            # columns are positional; concept names live in the metadata (they may repeat
-            # "sample_id" or be otherwise awkward as column names)
-            col_names = names + [f"c{j}" for j in range(dense.shape[1])]
-            table = pa.Table.from_arrays(arrays, names=col_names)
-            table = table.replace_schema_metadata({"invert.concepts": meta_text})
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, path)
-            return path
-        base = path.with_suffix("") if path.suffix in (".npz", ".json") else path
-        npz = base.with_name(base.name + ".npz")
-        side = base.with_name(base.name + ".json")
-        base.parent.mkdir(parents=True, exist_ok=True)
-        if self.is_sparse:
-            m = sp.csr_array(self.matrix)
-            np.savez_compressed(
-                npz, indptr=m.indptr, indices=m.indices, shape=np.asarray(m.shape, dtype=np.int64)
-            )
-        else:
-            np.savez_compressed(
-                npz,
-                matrix=np.packbits(self.matrix, axis=None),
-                shape=np.asarray(self.matrix.shape, dtype=np.int64),
-            )
-        side.write_text(meta_text, encoding="utf-8")
-        return npz
+            raise bad("path", "a str or path", type(path).__name__, raw=True)
+        return write_concept_set(Path(path), self.matrix, self._metadata())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ConceptSet:
         """Read a set written by :meth:`save` (``*.parquet``, or the npz/JSON pair)."""
         if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path: expected a str or path, got {type(path).__name__}")
-        path = Path(path)
-        if path.suffix == ".parquet":
-            try:
-                import pyarrow.parquet as pq
-            except ImportError as exc:  # pragma: no cover
-                raise ImportError("loading Parquet needs pyarrow: pip install pyarrow") from exc
-            table = pq.read_table(path)
-            raw = (table.schema.metadata or {}).get(b"invert.concepts")
-            if raw is None:
-                raise ValueError(
-                    f"path: {path} has no invert concept-set metadata; to read a plain table "
-                    "use invert.concepts.from_table"
-                )
-            meta = json.loads(raw)
-            n_c = len(meta["names"])
-            matrix = np.zeros((table.num_rows, n_c), dtype=bool)
-            for j in range(n_c):
-                matrix[:, j] = table.column(f"c{j}").to_numpy(zero_copy_only=False)
-            if meta.get("sparse"):
-                matrix = sp.csr_array(matrix)
-            if meta.get("sample_ids") is not None and _SAMPLE_ID_COLUMN in table.column_names:
-                col = table.column(_SAMPLE_ID_COLUMN).to_pylist()
-                meta["sample_ids"] = [json.loads(s) for s in col]
-        else:
-            base = path.with_suffix("") if path.suffix in (".npz", ".json") else path
-            npz = base.with_name(base.name + ".npz")
-            side = base.with_name(base.name + ".json")
-            for f in (npz, side):
-                if not f.is_file():
-                    raise FileNotFoundError(
-                        f"path: {f} not found (a saved set is a .npz + .json pair)"
-                    )
-            meta = json.loads(side.read_text(encoding="utf-8"))
-            with np.load(npz) as data:
-                shape = tuple(int(x) for x in data["shape"])
-                if "matrix" in data:
-                    bits = np.unpackbits(data["matrix"], count=shape[0] * shape[1])
-                    matrix = bits.reshape(shape).astype(bool)
-                else:
-                    indptr, indices = data["indptr"], data["indices"]
-                    matrix = sp.csr_array(
-                        (np.ones(len(indices), dtype=bool), indices, indptr), shape=shape
-                    )
-        if meta.get("format") != "invert.ConceptSet":
-            raise ValueError(f"path: {path} is not an invert concept set")
-        if int(meta.get("version", 0)) > FORMAT_VERSION:
-            raise ValueError(
-                f"path: {path} has format version {meta['version']}, this invert reads up to "
-                f"{FORMAT_VERSION}; upgrade invert"
-            )
+            raise bad("path", "a str or path", type(path).__name__, raw=True)
+        matrix, meta = read_concept_set(Path(path))
         sids = meta.get("sample_ids")
         return cls(
             matrix,
             meta["names"],
             ids=meta.get("ids"),
             descriptions=meta.get("descriptions"),
-            sample_ids=None if sids is None else [_from_json_sample_id(s) for s in sids],
+            sample_ids=None if sids is None else [from_json_sample_id(s) for s in sids],
             parents=meta.get("parents"),
             skipped=meta.get("skipped"),
             source=meta.get("source"),
@@ -760,35 +693,13 @@ class ConceptSet:
                 for c in row:
                     order.setdefault(c, len(order))
             names = list(order)
-        index = {c: j for j, c in enumerate(names)}
-        rows: list[int] = []
-        cols: list[int] = []
-        for i, row in enumerate(labels):
-            for c in set(row):
-                if c not in index:
-                    raise ValueError(f"labels: sample {i} has concept {c!r}, not in names")
-                rows.append(i)
-                cols.append(index[c])
-        shape = (len(labels), len(names))
-        m = sp.csr_array(
-            (
-                np.ones(len(rows), dtype=bool),
-                (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)),
-            ),
-            shape=shape,
-        )
-        total = shape[0] * shape[1]
-        if sparse is None:
-            sparse = total > 100_000 and len(rows) < 0.1 * total
-        matrix = m if sparse else m.toarray().astype(bool)
+        matrix = _labels_matrix(labels, names, sparse)
         return cls(matrix, list(names), sample_ids=sample_ids, **kwargs)
 
 
 def nearest_kept(start, parents_of, keep) -> list[str]:
     """The nearest ancestors in ``keep``, breadth first from the parents ``start``: a parent
     that is not kept is replaced by its own parents (``parents_of(name)``)."""
-    from collections import deque
-
     out: list[str] = []
     queue = deque(start)
     seen: set[str] = set()

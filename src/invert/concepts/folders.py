@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._validate import bad
 from .core import ConceptSet
 from .util import list_files, normalize_extensions, report_skipped
 from .wordnet import WordNet
@@ -139,7 +140,7 @@ def from_folders(
     """
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"root: expected an existing folder, got {str(root)!r}")
+        raise bad("root", "an existing folder", str(root))
     exts = normalize_extensions(extensions)
     if wordnet is True:
         wn: WordNet | None = WordNet.default()
@@ -148,10 +149,11 @@ def from_folders(
     elif isinstance(wordnet, WordNet):
         wn = wordnet
     else:
-        raise TypeError(f"wordnet: expected a bool or WordNet, got {type(wordnet).__name__}")
+        raise bad("wordnet", "a bool or WordNet", type(wordnet).__name__, raw=True)
     files, skipped = list_files(root, exts)
     if not files:
-        raise ValueError(f"root: no sample files under {str(root)!r} (extensions {exts})")
+        raise bad("root", f"a folder with sample files (extensions {exts})",
+                  f"no sample files under {str(root)!r}", raw=True)
     report_skipped(skipped, "from_folders")
     paths = [f.split("/") for f in files]
     if wn is None:
@@ -192,6 +194,9 @@ def from_folders(
 
 
 def _wordnet_folders(root, files, paths, file_concepts, wn, skipped, sparse) -> ConceptSet:
+    """The concept set of :func:`from_folders` with ``wordnet``: each folder (and file) name
+    read as a WordNet sense in the context of the names above it, with all its hypernyms;
+    ``sense_choices`` records each choice, names without a sense are recorded in ``skipped``."""
     choices: dict[tuple[str, ...], dict[str, Any]] = {}
 
     def choose(chain: tuple[str, ...]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
+from .._validate import bad
 from .core import ConceptSet
 from .util import check_errors, list_files, normalize_extensions, read_table, report_skipped
 from .wordnet import Hierarchy, Synset, WordNet, hypernym_hierarchy, parse_wnid
@@ -104,10 +105,10 @@ def imagenet_hierarchy(
         it when it is missing.
     """
     if wordnet is not None and not isinstance(wordnet, WordNet):
-        raise TypeError(f"wordnet: expected a WordNet or None, got {type(wordnet).__name__}")
+        raise bad("wordnet", "a WordNet or None", type(wordnet).__name__, raw=True)
     leaves = imagenet_classes() if classes is None else list(classes)
     if isinstance(classes, str):
-        raise TypeError("classes: expected a sequence of WNIDs, got a single str")
+        raise bad("classes", "a sequence of WNIDs", "a single str", raw=True)
     for w in leaves:
         parse_wnid(w)
     return hypernym_hierarchy(
@@ -174,16 +175,14 @@ def from_wnids(
     """
     check_errors(errors)
     if isinstance(labels, str) or not hasattr(labels, "__len__"):
-        raise TypeError(
-            f"labels: expected a sequence of WNIDs or class indices, got {type(labels).__name__}"
-        )
+        raise bad("labels", "a sequence of WNIDs or class indices", type(labels).__name__,
+                  raw=True)
     labels = list(labels.tolist() if isinstance(labels, np.ndarray) else labels)
     if sample_ids is not None:
         sample_ids = list(sample_ids)
         if len(sample_ids) != len(labels):
-            raise ValueError(
-                f"sample_ids: expected {len(labels)} ids (one per label), got {len(sample_ids)}"
-            )
+            raise bad("sample_ids", f"{len(labels)} ids (one per label)", f"{len(sample_ids)}",
+                      raw=True)
     hierarchy = imagenet_hierarchy(classes, min_classes=min_classes, count=count, wordnet=wordnet)
     leaves = hierarchy.wnids[: hierarchy.n_leaves]
     pos = {w: i for i, w in enumerate(leaves)}
@@ -192,44 +191,21 @@ def from_wnids(
     skipped = list(_skipped or [])
     problems: list[tuple[int, str]] = []
     for i, lab in enumerate(labels):
-        if isinstance(lab, np.generic):
-            lab = lab.item()
-        reason = None
-        if isinstance(lab, bool) or lab is None or (isinstance(lab, float) and np.isnan(lab)):
-            reason = "no label"
-        elif isinstance(lab, int):
-            if 0 <= lab < len(leaves):
-                rows.append(lab)
-                keep.append(i)
-                continue
-            reason = f"class index {lab} outside [0, {len(leaves)})"
-        elif isinstance(lab, str):
-            w = lab.strip()
-            if not w:
-                reason = "no label"
-            elif w in pos:
-                rows.append(pos[w])
-                keep.append(i)
-                continue
-            else:
-                try:
-                    parse_wnid(w)
-                    reason = f"WNID {w!r} is not one of the {len(leaves)} classes"
-                except ValueError:
-                    reason = f"label {w!r} is not a WNID like 'n01440764'"
+        row, reason = _class_row(lab, pos, len(leaves))
+        if reason is None:
+            rows.append(row)
+            keep.append(i)
         else:
-            reason = f"label of type {type(lab).__name__}: {lab!r}"
-        problems.append((i, reason))
+            problems.append((i, reason))
     if problems:
         if errors == "raise":
             show = "; ".join(
                 f"sample {sample_ids[i] if sample_ids is not None else i}: {r}"
                 for i, r in problems[:5]
             )
-            raise ValueError(
-                f"labels: {len(problems)} sample(s) have no usable class label ({show}); pass "
-                "errors='skip' to leave them out (they are then recorded in .skipped)"
-            )
+            raise bad("labels", "a usable class label for every sample (or pass errors='skip' "
+                                "to leave the others out, recorded in .skipped)",
+                      f"{len(problems)} sample(s) without one ({show})", raw=True)
         for i, r in problems:
             skipped.append({"item": sample_ids[i] if sample_ids is not None else i, "reason": r})
     report_skipped(skipped, "from_wnids")
@@ -244,6 +220,30 @@ def from_wnids(
         skipped=skipped,
         source=_source or "WordNet hypernyms of class labels",
     )
+
+
+def _class_row(lab: Any, pos: dict[str, int], n_leaves: int) -> tuple[int, str | None]:
+    """The class row of one label (a WNID or a class index), or why it has none."""
+    if isinstance(lab, np.generic):
+        lab = lab.item()
+    if isinstance(lab, bool) or lab is None or (isinstance(lab, float) and np.isnan(lab)):
+        return -1, "no label"
+    if isinstance(lab, int):
+        if 0 <= lab < n_leaves:
+            return lab, None
+        return -1, f"class index {lab} outside [0, {n_leaves})"
+    if not isinstance(lab, str):
+        return -1, f"label of type {type(lab).__name__}: {lab!r}"
+    w = lab.strip()
+    if not w:
+        return -1, "no label"
+    if w in pos:
+        return pos[w], None
+    try:
+        parse_wnid(w)
+    except ValueError:
+        return -1, f"label {w!r} is not a WNID like 'n01440764'"
+    return -1, f"WNID {w!r} is not one of the {n_leaves} classes"
 
 
 def from_imagenet_folder(
@@ -266,7 +266,7 @@ def from_imagenet_folder(
     check_errors(errors)
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"root: expected an existing folder, got {str(root)!r}")
+        raise bad("root", "an existing folder", str(root))
     exts = normalize_extensions(extensions)
     files, skipped = list_files(root, exts)
     labels: list[str] = []
@@ -276,7 +276,8 @@ def from_imagenet_folder(
         labels.append(parts[0] if len(parts) > 1 else "")
         sids.append(rel)
     if not files:
-        raise ValueError(f"root: no sample files found under {str(root)!r} (extensions {exts})")
+        raise bad("root", f"a folder with sample files (extensions {exts})",
+                  f"no sample files found under {str(root)!r}", raw=True)
     return from_wnids(
         labels,
         classes=classes,
@@ -313,11 +314,10 @@ def from_wnid_table(
     df = read_table(table, "table")
     for param, col in (("sample_column", sample_column), ("wnid_column", wnid_column)):
         if col not in df.columns:
-            raise ValueError(
-                f"{param}: column {col!r} not in the table (columns: {list(df.columns)})"
-            )
+            raise bad(param, f"a column of the table {list(df.columns)}", col)
     if len(set(df.columns)) != len(df.columns):
-        raise ValueError(f"table: duplicate column names {list(df.columns)}")
+        raise bad("table", "unique column names", f"duplicate column names {list(df.columns)}",
+                  raw=True)
     samples = df[sample_column].tolist()
     labels = [
         None if (v is None or (isinstance(v, float) and np.isnan(v))) else v

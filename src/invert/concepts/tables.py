@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._validate import bad, check_choice
 from .core import ConceptSet
 from .util import check_errors, read_table, report_skipped
 
@@ -88,13 +89,12 @@ def from_table(
         Store sparse; default: decided from the density (see :meth:`ConceptSet.from_labels`).
     """
     check_errors(errors)
-    if layout not in ("auto", "wide", "long"):
-        raise ValueError(f"layout: expected 'auto', 'wide' or 'long', got {layout!r}")
+    check_choice("layout", layout, ("auto", "wide", "long"))
     df = read_table(table, "table")
     cols = [str(c) for c in df.columns]
     if len(set(cols)) != len(cols):
         dups = sorted({c for c in cols if cols.count(c) > 1})
-        raise ValueError(f"table: duplicate column names {dups}")
+        raise bad("table", "unique column names", f"duplicate column names {dups}", raw=True)
     if layout == "auto":
         layout = "long" if set(cols) == {sample_column, concept_column} else "wide"
     src = f"table {table}" if isinstance(table, str | Path) else "table"
@@ -105,21 +105,21 @@ def from_table(
 
 def _wide(df, cols, sample_column, concept_columns, errors, sparse, src) -> ConceptSet:
     if sample_column is not None and sample_column not in cols:
-        raise ValueError(
-            f"sample_column: column {sample_column!r} not in the table (columns: {cols}); "
-            "pass sample_column=None to use row numbers"
-        )
+        raise bad("sample_column", f"a column of the table {cols} (or None to use row "
+                  "numbers)", sample_column)
     if concept_columns is None:
         concept_columns = [c for c in cols if c != sample_column]
     else:
         if isinstance(concept_columns, str):
-            raise TypeError("concept_columns: expected a list of column names, got a str")
+            raise bad("concept_columns", "a list of column names", "a str", raw=True)
         concept_columns = list(concept_columns)
         missing = [c for c in concept_columns if c not in cols]
         if missing:
-            raise ValueError(f"concept_columns: {missing} not in the table (columns: {cols})")
+            raise bad("concept_columns", f"columns of the table {cols}",
+                      f"{missing}, not in the table", raw=True)
     if not concept_columns:
-        raise ValueError("table: no concept columns (expected a sample column and 0/1 columns)")
+        raise bad("table", "a sample column and 0/1 concept columns", "no concept columns",
+                  raw=True)
     n = len(df)
     ids = list(range(n)) if sample_column is None else df[sample_column].tolist()
     values = df[concept_columns].to_numpy(dtype=object)
@@ -143,12 +143,10 @@ def _wide(df, cols, sample_column, concept_columns, errors, sparse, src) -> Conc
             out[i, j] = b
     if problems:
         if errors == "raise":
-            raise ValueError(
-                f"table: {len(problems)} bad row(s): "
-                + "; ".join(problems[:5])
-                + ("; ..." if len(problems) > 5 else "")
-                + ". Pass errors='skip' to leave such rows out (recorded in .skipped)"
-            )
+            raise bad("table", "a sample id and 0/1 values in every row (or pass "
+                      "errors='skip' to leave bad rows out, recorded in .skipped)",
+                      f"{len(problems)} bad row(s): " + "; ".join(problems[:5])
+                      + ("; ..." if len(problems) > 5 else ""), raw=True)
         skipped = [{"item": p.split(":")[0], "reason": p.split(": ", 1)[1]} for p in problems]
         report_skipped(skipped, "from_table")
     kept_ids = [ids[i] for i in np.flatnonzero(keep)]
@@ -167,7 +165,7 @@ def _wide(df, cols, sample_column, concept_columns, errors, sparse, src) -> Conc
 def _long(df, cols, sample_column, concept_column, samples, errors, sparse, src) -> ConceptSet:
     for param, col in (("sample_column", sample_column), ("concept_column", concept_column)):
         if col is None or col not in cols:
-            raise ValueError(f"{param}: column {col!r} not in the table (columns: {cols})")
+            raise bad(param, f"a column of the table {cols}", col)
     s_vals = df[sample_column].tolist()
     c_vals = df[concept_column].tolist()
     order: dict[Hashable, int] = {}
@@ -175,7 +173,7 @@ def _long(df, cols, sample_column, concept_column, samples, errors, sparse, src)
     if fixed:
         for s in samples:
             if s in order:
-                raise ValueError(f"samples: expected unique ids, got {s!r} twice")
+                raise bad("samples", "unique ids", f"{s!r} twice", raw=True)
             order[s] = len(order)
     labels: list[set[str]] = [set() for _ in order]
     problems: list[tuple[int, str]] = []
@@ -198,11 +196,10 @@ def _long(df, cols, sample_column, concept_column, samples, errors, sparse, src)
         labels[order[s]].add(c)
     if problems:
         if errors == "raise":
-            raise ValueError(
-                f"table: {len(problems)} bad row(s): "
-                + "; ".join(f"row {i}: {r}" for i, r in problems[:5])
-                + ". Pass errors='skip' to leave such rows out (recorded in .skipped)"
-            )
+            raise bad("table", "a sample id (one of samples, when given) in every row (or "
+                      "pass errors='skip' to leave bad rows out, recorded in .skipped)",
+                      f"{len(problems)} bad row(s): "
+                      + "; ".join(f"row {i}: {r}" for i, r in problems[:5]), raw=True)
         skipped += [{"item": f"row {i}", "reason": r} for i, r in problems]
     report_skipped(skipped, "from_table")
     names: dict[str, None] = {}

@@ -9,6 +9,7 @@ from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .._validate import bad, check_int
 from .core import ConceptSet
 from .util import report_skipped
 
@@ -29,9 +30,7 @@ DEFAULT_FORTUNES_DIR = "/usr/share/games/fortunes"
 def _load_nlp(nlp: Any):
     if nlp is not None and not isinstance(nlp, str):
         if not callable(nlp):
-            raise TypeError(
-                f"nlp: expected a spaCy Language or a model name, got {type(nlp).__name__}"
-            )
+            raise bad("nlp", "a spaCy Language or a model name", type(nlp).__name__, raw=True)
         return nlp
     try:
         import spacy
@@ -94,27 +93,22 @@ def from_spacy(
         per-token activations line up.
     """
     if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise TypeError(f"texts: expected a sequence of str, got {type(texts).__name__}")
+        raise bad("texts", "a sequence of str", type(texts).__name__, raw=True)
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            raise TypeError(f"texts: expected str items, got {type(t).__name__} at {i}")
-    if (
-        isinstance(min_word_count, bool)
-        or not isinstance(min_word_count, int)
-        or min_word_count < 1
-    ):
-        raise ValueError(f"min_word_count: expected an int >= 1, got {min_word_count!r}")
+            raise bad("texts", "str items", f"{type(t).__name__} at {i}", raw=True)
+    check_int("min_word_count", min_word_count, minimum=1)
     if not (pos or entities or words):
-        raise ValueError("pos, entities, words: expected at least one of them to be True")
+        raise bad("pos, entities, words", "at least one of them to be True", "none", raw=True)
     if doc_ids is None:
         doc_ids = list(range(len(texts)))
     else:
         doc_ids = list(doc_ids)
         if len(doc_ids) != len(texts):
-            raise ValueError(f"doc_ids: expected {len(texts)} ids, got {len(doc_ids)}")
+            raise bad("doc_ids", f"{len(texts)} ids (one per text)", f"{len(doc_ids)}", raw=True)
         dups = [d for d, c in Counter(doc_ids).items() if c > 1]
         if dups:
-            raise ValueError(f"doc_ids: expected unique ids, got duplicates {dups[:5]}")
+            raise bad("doc_ids", "unique ids", f"duplicates {dups[:5]}", raw=True)
     model = _load_nlp(nlp)
     sids: list[tuple] = []
     tokens: list[str] = []
@@ -184,7 +178,7 @@ def read_topic_files(
         hint = " (apt-get install fortunes)" if str(root) == DEFAULT_FORTUNES_DIR else ""
         raise FileNotFoundError(f"root: folder {str(root)!r} not found{hint}")
     if not isinstance(separator, str) or not separator or "\n" in separator:
-        raise ValueError(f"separator: expected a one-line str, got {separator!r}")
+        raise bad("separator", "a one-line str", separator)
     skipped: list[dict[str, Any]] = []
     if topics is None:
         files = []
@@ -199,11 +193,12 @@ def read_topic_files(
             files.append(p)
     else:
         if isinstance(topics, str):
-            raise TypeError("topics: expected a list of topic file names, got a str")
+            raise bad("topics", "a list of topic file names", "a str", raw=True)
         files = [root / t for t in topics]
         missing = [p.name for p in files if not p.is_file()]
         if missing:
-            raise ValueError(f"topics: {missing} not found in {str(root)!r}")
+            raise bad("topics", f"topic files in {str(root)!r}", f"{missing}, not found there",
+                      raw=True)
     ids: list[tuple[str, int]] = []
     texts: list[str] = []
     for p in files:
@@ -254,7 +249,8 @@ def from_topic_files(
     """
     ids, texts, skipped = read_topic_files(root, topics=topics, separator=separator)
     if not texts:
-        raise ValueError(f"root: no documents found in {str(root)!r}")
+        raise bad("root", "a folder of topic files with documents",
+                  f"no documents in {str(root)!r}", raw=True)
     report_skipped([s for s in skipped if s["reason"] == "empty document"], "from_topic_files")
     topic_names = list(dict.fromkeys(t for t, _ in ids))
     cs = ConceptSet.from_labels(

@@ -10,14 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._validate import bad, check_choice
 from .core import SkippedItemsWarning, _require_pandas
 
 logger = logging.getLogger("invert.concepts")
 
 
 def check_errors(errors: Any) -> None:
-    if errors not in ("raise", "skip"):
-        raise ValueError(f"errors: expected 'raise' or 'skip', got {errors!r}")
+    """``errors`` is ``"raise"`` or ``"skip"``."""
+    check_choice("errors", errors, ("raise", "skip"))
 
 
 def report_skipped(skipped: Sequence[dict[str, Any]], where: str) -> None:
@@ -32,6 +33,7 @@ def report_skipped(skipped: Sequence[dict[str, Any]], where: str) -> None:
 
 
 def normalize_extensions(extensions: Sequence[str] | str | None) -> tuple[str, ...] | None:
+    """Lower-case suffixes with their dot (``"PNG"`` -> ``".png"``), or None for all files."""
     if extensions is None:
         return None
     if isinstance(extensions, str):
@@ -39,7 +41,7 @@ def normalize_extensions(extensions: Sequence[str] | str | None) -> tuple[str, .
     out = []
     for e in extensions:
         if not isinstance(e, str) or not e.strip("."):
-            raise ValueError(f"extensions: expected suffixes like '.png', got {e!r}")
+            raise bad("extensions", "suffixes like '.png'", e)
         e = e.lower()
         out.append(e if e.startswith(".") else "." + e)
     return tuple(out)
@@ -77,10 +79,8 @@ def read_table(table: Any, param: str):
     if isinstance(table, pd.DataFrame):
         return table
     if not isinstance(table, (str, os.PathLike)):
-        raise TypeError(
-            f"{param}: expected a path to a .csv/.tsv/.parquet file or a pandas DataFrame, got "
-            f"{type(table).__name__}"
-        )
+        raise bad(param, "a path to a .csv/.tsv/.parquet file or a pandas DataFrame",
+                  type(table).__name__, raw=True)
     path = Path(table)
     if not path.is_file():
         raise FileNotFoundError(f"{param}: file {str(path)!r} not found")
@@ -100,6 +100,7 @@ def read_table(table: Any, param: str):
         counts = Counter(h.strip() for h in header)
         dups = [h for h, n in counts.items() if n > 1]
         if dups:
-            raise ValueError(f"{param}: duplicate column names {dups} in {str(path)!r}")
+            raise bad(param, "unique column names", f"duplicate column names {dups} in "
+                      f"{str(path)!r}", raw=True)
         return df
-    raise ValueError(f"{param}: expected a .csv, .tsv or .parquet file, got {str(path)!r}")
+    raise bad(param, "a .csv, .tsv or .parquet file", str(path))

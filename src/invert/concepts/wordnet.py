@@ -25,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from .._validate import bad, check_choice, check_int
 from .core import nearest_kept
 
 __all__ = [
@@ -64,12 +65,10 @@ def parse_wnid(wnid: str) -> int:
         If ``wnid`` is not ``'n'`` followed by eight digits.
     """
     if not isinstance(wnid, str):
-        raise TypeError(f"wnid: expected a str like 'n01440764', got {type(wnid).__name__}")
+        raise bad("wnid", "a str like 'n01440764'", type(wnid).__name__, raw=True)
     m = _WNID.match(wnid.strip())
     if not m:
-        raise ValueError(
-            f"wnid: expected 'n' followed by 8 digits (e.g. 'n01440764'), got {wnid!r}"
-        )
+        raise bad("wnid", "'n' followed by 8 digits (e.g. 'n01440764')", wnid)
     return int(m.group(1))
 
 
@@ -122,7 +121,7 @@ class WordNet:
     def _find_root(root: str | os.PathLike | None) -> Path:
         if root is not None:
             if not isinstance(root, (str, os.PathLike)):
-                raise TypeError(f"root: expected a str or path, got {type(root).__name__}")
+                raise bad("root", "a str or path", type(root).__name__, raw=True)
             candidates = [Path(root), Path(root) / "dict"]
         else:
             env = os.environ.get("WORDNET_DIR")
@@ -233,7 +232,7 @@ class WordNet:
             If no noun synset has that WNID or name.
         """
         if not isinstance(key, str):
-            raise TypeError(f"key: expected a WNID or synset name (str), got {type(key).__name__}")
+            raise bad("key", "a WNID or synset name (str)", type(key).__name__, raw=True)
         if key in self._synsets:
             return self._synsets[key]
         if key in self._by_name:
@@ -376,10 +375,37 @@ def _closure_occurrences(leaf: str, lookup: dict[str, Synset]) -> list[str]:
         traversed.add(node)
         for h in sorted(lookup[node].hypernyms, key=lambda x: lookup[x].name):
             if h not in lookup:
-                raise ValueError(f"synsets: hypernym {h} of {node} is missing")
+                raise bad("synsets", "every hypernym of the leaves",
+                          f"a lookup without {h}, a hypernym of {node}", raw=True)
             if h not in traversed:
                 queue.append(h)
     return out
+
+
+def _check_hierarchy_args(leaves: Sequence[str], synsets: dict[str, Synset] | WordNet,
+                          min_leaves: int, count: str) -> tuple[list[str], dict[str, Synset]]:
+    """The leaves as a list and the WNID -> synset lookup, the arguments checked."""
+    if isinstance(leaves, str) or not isinstance(leaves, Iterable):
+        raise bad("leaves", "a sequence of WNIDs", type(leaves).__name__, raw=True)
+    leaves = list(leaves)
+    check_int("min_leaves", min_leaves, minimum=1)
+    check_choice("count", count, ("paper", "leaves"))
+    if isinstance(synsets, WordNet):
+        lookup = synsets._synsets
+    elif isinstance(synsets, dict):
+        lookup = synsets
+    else:
+        raise bad("synsets", "a WordNet or dict", type(synsets).__name__, raw=True)
+    dups = sorted(w for w, n in Counter(leaves).items() if n > 1)
+    if dups:
+        raise bad("leaves", "unique WNIDs", f"duplicates {dups[:10]}", raw=True)
+    for w in leaves:
+        parse_wnid(w)
+    unknown = [w for w in leaves if w not in lookup]
+    if unknown:
+        raise bad("leaves", "WordNet 3.0 noun synsets of this lookup",
+                  f"{len(unknown)} WNID(s) that are not: {unknown[:10]}", raw=True)
+    return leaves, lookup
 
 
 def hypernym_hierarchy(
@@ -416,33 +442,11 @@ def hypernym_hierarchy(
 
     Raises
     ------
-    ValueError
-        For duplicate, malformed or unknown WNIDs, ``min_leaves < 1`` or an unknown ``count``.
+    invert._validate.InvalidParameterError
+        (a ``ValueError`` and ``TypeError``) for duplicate, malformed or unknown WNIDs,
+        ``min_leaves < 1`` or an unknown ``count``.
     """
-    if isinstance(leaves, str) or not isinstance(leaves, Iterable):
-        raise TypeError(f"leaves: expected a sequence of WNIDs, got {type(leaves).__name__}")
-    leaves = list(leaves)
-    if isinstance(min_leaves, bool) or not isinstance(min_leaves, int) or min_leaves < 1:
-        raise ValueError(f"min_leaves: expected an int >= 1, got {min_leaves!r}")
-    if count not in ("paper", "leaves"):
-        raise ValueError(f"count: expected 'paper' or 'leaves', got {count!r}")
-    if isinstance(synsets, WordNet):
-        lookup = synsets._synsets
-    elif isinstance(synsets, dict):
-        lookup = synsets
-    else:
-        raise TypeError(f"synsets: expected a WordNet or dict, got {type(synsets).__name__}")
-    dups = sorted(w for w, n in Counter(leaves).items() if n > 1)
-    if dups:
-        raise ValueError(f"leaves: expected unique WNIDs, got duplicates {dups[:10]}")
-    for w in leaves:
-        parse_wnid(w)
-    unknown = [w for w in leaves if w not in lookup]
-    if unknown:
-        raise ValueError(
-            f"leaves: {len(unknown)} WNID(s) are not WordNet 3.0 noun synsets here: {unknown[:10]}"
-        )
-
+    leaves, lookup = _check_hierarchy_args(leaves, synsets, min_leaves, count)
     occurrences = {w: _closure_occurrences(w, lookup) for w in leaves}
     closures = {w: list(dict.fromkeys(occ)) for w, occ in occurrences.items()}
     leaf_set = set(leaves)

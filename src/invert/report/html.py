@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .._progress import progress_bar
 from ..engine.formula import parse_formula
 from .outputs import RunData, load_run, unit_slug
 from .plots import auroc_ci, histogram_svg, roc_svg
@@ -185,87 +186,20 @@ def build_report(
 
 
 def _build(run: RunData, *, images_root, progress: bool, title: str | None) -> Path:
+    """Write the report of ``run``: the unit pages, then the index (jinja2 templates)."""
     env = _env()
     meta = run.meta
     rep = run.out / "report"
-    if (rep / "units").exists():
-        shutil.rmtree(rep / "units")
-    assets = rep / "assets"
-    _copy_static(assets)
-    thumbs_dir = assets / "thumbs"
-    if thumbs_dir.exists():
-        shutil.rmtree(thumbs_dir)
-    root = images_root if images_root is not None else meta.get("images_root")
-    root_path = Path(root) if root is not None and Path(root).is_dir() else None
-    if root is not None and root_path is None:
-        logger.warning("images folder %s not found: the report shows sample ids only", root)
-    sample_ids = run.sample_ids
-    thumbs = _Thumbs(root_path, sample_ids, thumbs_dir)
-    if thumbs.wanted():
-        thumbs_dir.mkdir(parents=True, exist_ok=True)
+    thumbs = _fresh_folder(rep, run, images_root)
     cs = run.concepts
-    names = list(cs.names)
-    n_cells = cs.n_samples * cs.n_concepts
-    if cs.is_sparse and n_cells <= 50_000_000:
-        labels = cs.to_dense()
-    elif cs.is_sparse:
-        labels = cs.matrix.tocsc()
-    else:
-        labels = cs.matrix
-    counts = np.asarray(cs.counts).ravel()
-    descriptions = cs.descriptions
-    parents = cs.parents
     params = dict(meta.get("params") or {})
     for k, v in (("length", "-"), ("beam_size", "-"), ("min_fraction", "-"),
                  ("max_fraction", "-"), ("mode", "positive")):
         params.setdefault(k, v)
     version = meta.get("invert_version", "")
-
-    units: list[dict[str, Any]] = []
-    for lay in run.layers:
-        name = lay["name"]
-        display = name if name else "output"
-        labels_u = lay.get("unit_labels")
-        recs = {str(r["unit"]): r for r in run.records.get(name, [])}
-        for k, uid in enumerate(lay["unit_ids"]):
-            rec = recs.get(str(uid), {"explanations": [], "reason": "missing from the jsonl"})
-            units.append({
-                "layer": name, "layer_display": display, "slug": lay["slug"], "col": k,
-                "unit": str(uid), "label": labels_u[k] if labels_u else None, "rec": rec,
-                "href": f"units/{lay['slug']}/{unit_slug(uid)}.html",
-            })
-    rows = []
-    bar = _progress(len(units), progress, "report")
-    tmpl = env.get_template("unit.html")
-    try:
-        for idx, u in enumerate(units):
-            page = _unit_page(u, run, labels, names, counts, descriptions, parents, thumbs,
-                              meta)
-            page["layer_display"] = u["layer_display"]
-            path = rep / u["href"]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            html = tmpl.render(
-                u=page, root="../../", version=version, n_samples=cs.n_samples,
-                prev="../../" + units[idx - 1]["href"] if idx > 0 else None,
-                next="../../" + units[idx + 1]["href"] if idx + 1 < len(units) else None,
-            )
-            path.write_text(html, encoding="utf-8")
-            rows.append({
-                "layer": u["layer"], "layer_display": u["layer_display"], "unit": u["unit"],
-                "order": idx, "label": u["label"], "href": u["href"],
-                "formula": page.get("formula"), "auroc": page.get("auroc"),
-                "ci": page.get("ci"), "log10_p": page.get("log10_p"),
-                "p_text": page.get("p_text"), "fraction": page.get("fraction"),
-                "support": page.get("support"), "reason": page.get("reason"),
-                "holdout_auroc": page.get("holdout_auroc"),
-                "holdout_ci": page.get("holdout_ci"),
-                "search_p": page.get("search_p_value"),
-            })
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+    units = _units(run)
+    rows = _write_unit_pages(env.get_template("unit.html"), units, run, thumbs, rep,
+                             version=version, progress=progress)
     layers = [{"name": lay["name"], "display": lay["name"] or "output",
                "n_units": lay["n_units"]} for lay in run.layers]
     index = env.get_template("index.html").render(
@@ -280,14 +214,89 @@ def _build(run: RunData, *, images_root, progress: bool, title: str | None) -> P
     return path
 
 
-def _progress(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - depends on the environment
-        return None
-    return tqdm(total=total, desc=desc, unit="unit", leave=False)
+def _fresh_folder(rep: Path, run: RunData, images_root) -> _Thumbs:
+    """Clear the old unit pages and thumbnails, copy the static assets, and return the
+    thumbnail maker (for the images under ``images_root``, default: as recorded)."""
+    if (rep / "units").exists():
+        shutil.rmtree(rep / "units")
+    assets = rep / "assets"
+    _copy_static(assets)
+    thumbs_dir = assets / "thumbs"
+    if thumbs_dir.exists():
+        shutil.rmtree(thumbs_dir)
+    root = images_root if images_root is not None else run.meta.get("images_root")
+    root_path = Path(root) if root is not None and Path(root).is_dir() else None
+    if root is not None and root_path is None:
+        logger.warning("images folder %s not found: the report shows sample ids only", root)
+    thumbs = _Thumbs(root_path, run.sample_ids, thumbs_dir)
+    if thumbs.wanted():
+        thumbs_dir.mkdir(parents=True, exist_ok=True)
+    return thumbs
+
+
+def _units(run: RunData) -> list[dict[str, Any]]:
+    """One entry per unit of every layer, in order: its record and its page's address."""
+    units: list[dict[str, Any]] = []
+    for lay in run.layers:
+        name = lay["name"]
+        display = name if name else "output"
+        labels_u = lay.get("unit_labels")
+        recs = {str(r["unit"]): r for r in run.records.get(name, [])}
+        for k, uid in enumerate(lay["unit_ids"]):
+            rec = recs.get(str(uid), {"explanations": [], "reason": "missing from the jsonl"})
+            units.append({
+                "layer": name, "layer_display": display, "slug": lay["slug"], "col": k,
+                "unit": str(uid), "label": labels_u[k] if labels_u else None, "rec": rec,
+                "href": f"units/{lay['slug']}/{unit_slug(uid)}.html",
+            })
+    return units
+
+
+def _write_unit_pages(tmpl, units: list[dict[str, Any]], run: RunData, thumbs: _Thumbs,
+                      rep: Path, *, version: str, progress: bool) -> list[dict[str, Any]]:
+    """Write one page per unit (linked to the previous and next) and return the index rows."""
+    cs = run.concepts
+    n_cells = cs.n_samples * cs.n_concepts
+    if cs.is_sparse and n_cells <= 50_000_000:
+        labels = cs.to_dense()
+    elif cs.is_sparse:
+        labels = cs.matrix.tocsc()
+    else:
+        labels = cs.matrix
+    names = list(cs.names)
+    counts = np.asarray(cs.counts).ravel()
+    rows = []
+    with progress_bar(len(units), "report", progress) as tick:
+        for idx, u in enumerate(units):
+            page = _unit_page(u, run, labels, names, counts, cs.descriptions, cs.parents,
+                              thumbs, run.meta)
+            page["layer_display"] = u["layer_display"]
+            path = rep / u["href"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            html = tmpl.render(
+                u=page, root="../../", version=version, n_samples=cs.n_samples,
+                prev="../../" + units[idx - 1]["href"] if idx > 0 else None,
+                next="../../" + units[idx + 1]["href"] if idx + 1 < len(units) else None,
+            )
+            path.write_text(html, encoding="utf-8")
+            rows.append(_index_row(u, idx, page))
+            if tick is not None:
+                tick(idx + 1, len(units))
+    return rows
+
+
+def _index_row(u: dict[str, Any], idx: int, page: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "layer": u["layer"], "layer_display": u["layer_display"], "unit": u["unit"],
+        "order": idx, "label": u["label"], "href": u["href"],
+        "formula": page.get("formula"), "auroc": page.get("auroc"),
+        "ci": page.get("ci"), "log10_p": page.get("log10_p"),
+        "p_text": page.get("p_text"), "fraction": page.get("fraction"),
+        "support": page.get("support"), "reason": page.get("reason"),
+        "holdout_auroc": page.get("holdout_auroc"),
+        "holdout_ci": page.get("holdout_ci"),
+        "search_p": page.get("search_p_value"),
+    }
 
 
 def _unit_page(u, run: RunData, labels, names, counts, descriptions, parents, thumbs,

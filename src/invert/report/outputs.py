@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .._files import layer_slug, unit_slug
+from .._validate import bad
 from .._version import __version__
 from ..concepts import ConceptSet
 from ..engine.result import COLUMNS, ExplanationResult, json_safe
@@ -90,54 +91,19 @@ def save_run(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if set(results) != set(activations):
-        raise ValueError(
-            f"activations: expected the layers of results {sorted(results)}, got "
-            f"{sorted(activations)}"
-        )
+        raise bad("activations", f"the layers of results {sorted(results)}",
+                  f"{sorted(activations)}", raw=True)
     n = concepts.n_samples
     if sample_ids is None:
         sample_ids = concepts.sample_ids if concepts.sample_ids is not None else list(range(n))
     sample_ids = list(sample_ids)
     if len(sample_ids) != n:
-        raise ValueError(f"sample_ids: expected {n} ids (one per sample), got {len(sample_ids)}")
-    layers_meta: list[dict[str, Any]] = []
-    records: list[dict[str, Any]] = []
-    frames = []
-    slugs: set[str] = set()
-    for layer, res in results.items():
-        vals = np.asarray(activations[layer], dtype=np.float32)
-        if vals.ndim == 1:
-            vals = vals[:, None]
-        if vals.shape != (n, len(res)):
-            raise ValueError(
-                f"activations[{layer!r}]: expected shape ({n}, {len(res)}), got {vals.shape}"
-            )
-        slug = layer_slug(layer)
-        while slug in slugs:
-            slug += "_"
-        slugs.add(slug)
-        act_file = f"activations_{slug}.npy"
-        np.save(out / act_file, vals)
-        labels = None if unit_labels is None else unit_labels.get(layer)
-        if labels is not None and len(labels) != len(res):
-            raise ValueError(
-                f"unit_labels[{layer!r}]: expected {len(res)} labels, got {len(labels)}"
-            )
-        layers_meta.append({
-            "name": layer,
-            "slug": slug,
-            "n_units": len(res),
-            "unit_ids": list(res.unit_ids),
-            "unit_labels": None if labels is None else [str(x) for x in labels],
-            "activations": act_file,
-            "undefined_concepts": list(res.undefined_concepts),
-        })
-        records.extend(res.to_unit_records(layer))
-        frames.append((layer, res))
+        raise bad("sample_ids", f"{n} ids (one per sample)", f"{len(sample_ids)}", raw=True)
+    layers_meta, records = _save_layers(out, results, activations, n, unit_labels)
     with open(out / JSONL_FILE, "w", encoding="utf-8") as fh:
         for rec in records:
             fh.write(json.dumps(json_safe(rec), allow_nan=False) + "\n")
-    _write_tables(out, frames)
+    _write_tables(out, list(results.items()))
     concepts.save(out / CONCEPTS_BASE)
     meta = {
         "format": "invert.run",
@@ -161,6 +127,45 @@ def save_run(
     path = out / RUN_FILE
     path.write_text(json.dumps(json_safe(meta), indent=1, allow_nan=False), encoding="utf-8")
     return path
+
+
+def _save_layers(out: Path, results: Mapping[str, ExplanationResult],
+                 activations: Mapping[str, Any], n: int,
+                 unit_labels: Mapping[str, Sequence[str]] | None
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Write each layer's activations (float32 ``.npy``); return the layers' entries of
+    ``run.json`` and the unit records of ``explanations.jsonl``."""
+    layers_meta: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
+    slugs: set[str] = set()
+    for layer, res in results.items():
+        vals = np.asarray(activations[layer], dtype=np.float32)
+        if vals.ndim == 1:
+            vals = vals[:, None]
+        if vals.shape != (n, len(res)):
+            raise bad(f"activations[{layer!r}]", f"shape ({n}, {len(res)})", f"{vals.shape}",
+                      raw=True)
+        slug = layer_slug(layer)
+        while slug in slugs:
+            slug += "_"
+        slugs.add(slug)
+        act_file = f"activations_{slug}.npy"
+        np.save(out / act_file, vals)
+        labels = None if unit_labels is None else unit_labels.get(layer)
+        if labels is not None and len(labels) != len(res):
+            raise bad(f"unit_labels[{layer!r}]", f"{len(res)} labels", f"{len(labels)}",
+                      raw=True)
+        layers_meta.append({
+            "name": layer,
+            "slug": slug,
+            "n_units": len(res),
+            "unit_ids": list(res.unit_ids),
+            "unit_labels": None if labels is None else [str(x) for x in labels],
+            "activations": act_file,
+            "undefined_concepts": list(res.undefined_concepts),
+        })
+        records.extend(res.to_unit_records(layer))
+    return layers_meta, records
 
 
 def _write_tables(out: Path, frames: list[tuple[str, ExplanationResult]]) -> None:
@@ -211,8 +216,8 @@ def load_run(out: str | os.PathLike) -> RunData:
     ------
     FileNotFoundError
         When ``out`` has no ``run.json`` or a file it names is missing.
-    ValueError
-        When ``run.json`` is not an invert run.
+    invert._validate.InvalidParameterError
+        (a ``ValueError``) when ``run.json`` is not an invert run.
     """
     out = Path(out)
     path = out / RUN_FILE
@@ -223,9 +228,11 @@ def load_run(out: str | os.PathLike) -> RunData:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if meta.get("format") != "invert.run":
-        raise ValueError(f"{path}: not an invert run description")
+        raise bad("out", "an invert output folder", f"{path}, which is not valid JSON ({err})",
+                  raw=True) from err
+    if not isinstance(meta, dict) or meta.get("format") != "invert.run":
+        raise bad("out", "an invert output folder", f"{path}, which is not an invert run "
+                  "description", raw=True)
     records: dict[str, list[dict[str, Any]]] = {lay["name"]: [] for lay in meta["layers"]}
     jsonl = out / JSONL_FILE
     if not jsonl.is_file():
