@@ -33,6 +33,73 @@ import torch
 from _common import add_size_args, synthetic_batches
 
 
+def _timed(fn, n: int) -> float:
+    """Images per second of one call of ``fn`` over ``n`` images."""
+    t = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - t)
+
+
+def _methods(collect_activations, model, x, batches, kw, tmp: str) -> dict:
+    """The timed runs: the bare forward pass and the extraction paths, same batches."""
+
+    def bare() -> None:
+        with torch.inference_mode():
+            for b in batches:
+                model(b)
+
+    def with_cache() -> None:
+        d = tempfile.mkdtemp(dir=tmp)  # a fresh, empty cache each round
+        collect_activations(model, x, "", cache_dir=d, **kw)
+
+    return {
+        "bare model(x)": bare,
+        "extract logits": lambda: collect_activations(model, x, "", **kw),
+        "extract 3 layers": lambda: collect_activations(
+            model, x, ["_blocks.15", "_conv_head", ""], **kw),
+        "extract logits + cache write": with_cache,
+    }
+
+
+def _cache_hit(collect_activations, model, x, kw, n: int, tmp: str) -> float:
+    """Images per second of a cache hit (memmap, checksum verified)."""
+    d = tempfile.mkdtemp(dir=tmp)
+    collect_activations(model, x, "", cache_dir=d, **kw)
+    return _timed(lambda: collect_activations(model, x, "", cache_dir=d, **kw), n)
+
+
+def _overhead_ms(collect_activations) -> float:
+    """Fixed cost per batch, measured where the forward pass is nearly free (noise-robust)."""
+    tiny = torch.nn.Linear(16, 4)
+    xs = torch.randn(2000 * 8, 16)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for s in range(0, xs.shape[0], 8):
+            tiny(xs[s : s + 8])
+    t_bare = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    collect_activations(tiny, xs, "", batch_size=8, progress=False)
+    return (time.perf_counter() - t0 - t_bare) / 2000 * 1e3
+
+
+def _report(a, base: float, best: dict, info: dict, overhead_ms: float) -> bool:
+    """Print the table; True when every tensor path reaches 90% of the bare forward pass."""
+    print(f"EfficientNet-Lite0, {a.n} images 224x224, batch {a.batch_size}, best of "
+          f"{a.rounds} interleaved rounds, {torch.get_num_threads()} torch threads, "
+          f"torch {torch.__version__}")
+    print(f"{'bare model(x) (baseline)':46s} {base:8.1f} img/s")
+    ok = True
+    for name, ips in best.items():
+        ratio = ips / base
+        ok &= ratio >= 0.9
+        flag = "OK" if ratio >= 0.9 else "BELOW TARGET"
+        print(f"{name:46s} {ips:8.1f} img/s  {100 * ratio:6.1f}% of bare  (target 90%: {flag})")
+    for name, ips in info.items():
+        print(f"{name:46s} {ips:8.1f} img/s  {100 * ips / base:6.1f}% of bare  (informational)")
+    print(f"{'fixed overhead per batch (tiny model)':46s} {overhead_ms:8.3f} ms")
+    return ok
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_size_args(p)
@@ -49,31 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     x, batches = synthetic_batches(model, a.n, a.batch_size)
     kw = {"batch_size": a.batch_size, "progress": False}
-
-    def bare() -> None:
-        with torch.inference_mode():
-            for b in batches:
-                model(b)
-
-    def timed(fn, n: int = a.n) -> float:
-        t = time.perf_counter()
-        fn()
-        return n / (time.perf_counter() - t)
-
     # Other processes may share the CPUs: interleave the runs and keep each one's best round.
     tmp = tempfile.TemporaryDirectory()
-
-    def with_cache() -> None:
-        d = tempfile.mkdtemp(dir=tmp.name)  # a fresh, empty cache each round
-        collect_activations(model, x, "", cache_dir=d, **kw)
-
-    methods = {
-        "bare model(x)": bare,
-        "extract logits": lambda: collect_activations(model, x, "", **kw),
-        "extract 3 layers": lambda: collect_activations(
-            model, x, ["_blocks.15", "_conv_head", ""], **kw),
-        "extract logits + cache write": with_cache,
-    }
+    methods = _methods(collect_activations, model, x, batches, kw, tmp.name)
     info: dict[str, float] = {}
     sizes = dict.fromkeys(methods, a.n)
     if a.folder:
@@ -87,41 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     best = dict.fromkeys(methods, 0.0)
     for _ in range(a.rounds):
         for name, fn in methods.items():
-            best[name] = max(best[name], timed(fn, sizes[name]))
-    d = tempfile.mkdtemp(dir=tmp.name)
-    collect_activations(model, x, "", cache_dir=d, **kw)
-    info["cache hit (memmap, checksum verified)"] = timed(
-        lambda: collect_activations(model, x, "", cache_dir=d, **kw))
+            best[name] = max(best[name], _timed(fn, sizes[name]))
+    info["cache hit (memmap, checksum verified)"] = _cache_hit(
+        collect_activations, model, x, kw, a.n, tmp.name)
     tmp.cleanup()
-    # Fixed cost per batch, measured where the forward pass is nearly free (noise-robust).
-    tiny = torch.nn.Linear(16, 4)
-    xs = torch.randn(2000 * 8, 16)
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        for s in range(0, xs.shape[0], 8):
-            tiny(xs[s : s + 8])
-    t_bare = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    collect_activations(tiny, xs, "", batch_size=8, progress=False)
-    overhead_ms = (time.perf_counter() - t0 - t_bare) / 2000 * 1e3
+    overhead_ms = _overhead_ms(collect_activations)
     if a.folder:
         info[folder_name] = best.pop(folder_name)
-    best["bare model(x)"] = max(best["bare model(x)"], timed(bare))
+    best["bare model(x)"] = max(best["bare model(x)"], _timed(methods["bare model(x)"], a.n))
     base = best.pop("bare model(x)")
-    print(f"EfficientNet-Lite0, {a.n} images 224x224, batch {a.batch_size}, best of "
-          f"{a.rounds} interleaved rounds, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}")
-    print(f"{'bare model(x) (baseline)':46s} {base:8.1f} img/s")
-    ok = True
-    for name, ips in best.items():
-        ratio = ips / base
-        ok &= ratio >= 0.9
-        flag = "OK" if ratio >= 0.9 else "BELOW TARGET"
-        print(f"{name:46s} {ips:8.1f} img/s  {100 * ratio:6.1f}% of bare  (target 90%: {flag})")
-    for name, ips in info.items():
-        print(f"{name:46s} {ips:8.1f} img/s  {100 * ips / base:6.1f}% of bare  (informational)")
-    print(f"{'fixed overhead per batch (tiny model)':46s} {overhead_ms:8.3f} ms")
-    return 0 if ok else 1
+    return 0 if _report(a, base, best, info, overhead_ms) else 1
 
 
 if __name__ == "__main__":

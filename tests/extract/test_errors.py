@@ -141,3 +141,44 @@ def test_mixing_token_rows_and_sample_rows_is_an_error():
         collect_activations(m, data, ["mix", doc_length], reduce="none", progress=False)
     ok = collect_activations(m, data, ["mix", "emb"], reduce="tokens", progress=False)
     assert ok["mix"].n_samples == ok["emb"].n_samples == 2
+
+
+@pytest.mark.parametrize("batch_size", [2.5, "8", True, -1])
+def test_bad_batch_size_is_an_invalid_parameter(convnet, images, batch_size):
+    from invert._validate import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="batch_size: expected a positive int") as e:
+        collect_activations(convnet, images, "fc", batch_size=batch_size, progress=False)
+    assert isinstance(e.value, TypeError) and isinstance(e.value, ValueError)
+    assert convnet.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"num_workers": -1}, "num_workers: expected"),
+        ({"prefetch": 1.5}, "prefetch: expected"),
+        ({"device": "no-such-device"}, "device: expected"),
+        ({"reduce": "quantile(x)"}, "reduce: expected"),
+        ({"reduce": ("median", 1)}, "reduce: expected"),
+        ({"autocast": "yes"}, "autocast: expected"),
+    ],
+)
+def test_parameter_errors_are_invalid_parameter_errors(convnet, images, kwargs, pattern):
+    from invert._validate import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match=pattern):
+        collect_activations(convnet, images, "fc", progress=False, **kwargs)
+
+
+def test_unknown_layer_message_names_the_model_and_the_closest_names(convnet, images):
+    from invert.extract.hooks import resolve_modules
+
+    with pytest.raises(ValueError) as e:
+        collect_activations(convnet, images, ["fc", "flatt"], progress=False)
+    assert str(e.value) == (
+        "layers: no module named 'flatt' in CountingConvNet (6 modules); layers: expected "
+        "names from model.named_modules() ('' is the model output), got 'flatt'; closest "
+        "names: ['flat']")
+    with pytest.raises(ValueError, match="got 'zzz'$"):  # nothing close: no hint
+        resolve_modules(convnet, ["zzz"])

@@ -161,3 +161,11 @@ def test_missing_onnxruntime_names_the_install(images: torch.Tensor, monkeypatch
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
     with pytest.raises(ImportError, match="pip install onnxruntime"):
         onnx_unit_source(CountingConvNet(), images[:2])
+
+
+def test_unknown_layer_reads_the_same_as_with_hooks(images: torch.Tensor) -> None:
+    with pytest.raises(ValueError) as onnx_err:
+        onnx_unit_source(CountingConvNet(), images[:2], ["", "conv2"])
+    with pytest.raises(ValueError) as hook_err:
+        collect_activations(CountingConvNet(), images, ["", "conv2"], progress=False)
+    assert str(onnx_err.value) == str(hook_err.value)

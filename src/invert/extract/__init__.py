@@ -9,9 +9,16 @@ Helpers for real data and models live here too: :func:`load_image_folder` /
 :class:`ImageFolder` and :class:`ImageTransform` (PIL + numpy, no torchvision),
 :func:`efficientnet_lite0` (offline EfficientNet-Lite0 ImageNet weights) and for text
 :func:`encode_texts` and :func:`minilm_l6` (offline all-MiniLM-L6-v2).
+
+Modules: ``activations`` (the result type), ``hooks`` (forward hooks, layer names),
+``units`` (layer output to units: the registry of reductions), ``sources`` (data and
+batching), ``cache`` (the on-disk activation cache), ``collect`` (:func:`collect_activations`
+in stages), ``data`` (image and text loaders, offline models), ``onnx`` (ONNX Runtime unit
+sources).
 """
 
-from .collect import ActivationSet, collect_activations, hooked_outputs
+from .activations import ActivationSet
+from .collect import collect_activations
 from .data import (
     IMAGE_EXTENSIONS,
     ImageFolder,
@@ -23,6 +30,7 @@ from .data import (
     load_image_folder,
     minilm_l6,
 )
+from .hooks import hooked_outputs
 from .onnx import OnnxSession, OnnxUnitSource, onnx_unit_source
 
 __all__ = [

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .._files import IMAGE_EXTENSIONS
+from .._validate import InvalidParameterError, bad, check_choice
 from . import cache as _cache
 
 logger = logging.getLogger(__name__)
@@ -91,14 +92,14 @@ class ImageTransform:
         std: Sequence[float] = (58.395, 57.12, 57.375),
         background: tuple[int, int, int] = (255, 255, 255),
     ):
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(f"size: expected a positive int, got {size!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise bad("size", "a positive int", size)
         self.size = size
         self.resize = int(resize) if resize is not None else round(size / 0.875)
         if self.resize < size:
-            raise ValueError(f"resize: expected >= size ({size}), got {self.resize}")
+            raise bad("resize", f">= size ({size})", self.resize)
         if len(mean) != 3 or len(std) != 3 or any(s == 0 for s in std):
-            raise ValueError(f"mean/std: expected 3 values each, std non-zero; got {mean}, {std}")
+            raise bad("mean/std", "3 values each, std non-zero", f"{mean}, {std}", raw=True)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.background = tuple(int(b) for b in background)
@@ -227,14 +228,34 @@ def load_image_folder(
     >>> ds.sample_ids, tuple(ds[0].shape)
     (['cats/a.png'], (3, 4, 4))
     """
-    Image = _require_pil()
+    _require_pil()
     rootp = Path(root)
     if not rootp.is_dir():
-        raise ValueError(f"root: expected an existing folder, got {str(root)!r}")
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error: expected 'raise' or 'skip', got {on_error!r}")
+        raise bad("root", "an existing folder", str(root))
+    check_choice("on_error", on_error, ("raise", "skip"))
     exts = None if extensions is None else {e.lower() if e.startswith(".") else "." + e.lower()
                                            for e in extensions}
+    files = _image_files(rootp, exts, recursive)
+    if not files:
+        raise InvalidParameterError(
+            f"root: no image files with extensions {sorted(exts) if exts else 'any'} under "
+            f"{str(root)!r}"
+        )
+    good, skipped = _readable(rootp, files, on_error)
+    if skipped:
+        logger.warning("skipped %d unreadable image file(s) under %s: %s", len(skipped), root,
+                       ", ".join(s for s, _ in skipped[:10]) + (" ..." if len(skipped) > 10
+                                                                 else ""))
+    if not good:
+        raise InvalidParameterError(
+            f"root: none of the {len(files)} image files under {root!r} is readable")
+    return ImageFolder(rootp, good, transform if transform is not None else ImageTransform(),
+                       skipped, hash_content)
+
+
+def _image_files(rootp: Path, exts: set[str] | None, recursive: bool) -> list[Path]:
+    """The files under ``rootp`` with one of the suffixes ``exts`` (None: any), sorted; hidden
+    files and folders left out."""
     it = rootp.rglob("*") if recursive else rootp.glob("*")
     files = sorted(
         p for p in it
@@ -242,11 +263,14 @@ def load_image_folder(
         and not any(part.startswith(".") for part in p.relative_to(rootp).parts)
         and (exts is None or p.suffix.lower() in exts)
     )
-    if not files:
-        raise ValueError(
-            f"root: no image files with extensions {sorted(exts) if exts else 'any'} under "
-            f"{str(root)!r}"
-        )
+    return files
+
+
+def _readable(rootp: Path, files: list[Path], on_error: str
+              ) -> tuple[list[Path], list[tuple[str, str]]]:
+    """``(readable files, [(relative path, reason)] of the others)``; with
+    ``on_error="raise"`` the first unreadable file raises :class:`UnreadableImageError`."""
+    Image = _require_pil()
     good: list[Path] = []
     skipped: list[tuple[str, str]] = []
     for p in files:
@@ -261,14 +285,7 @@ def load_image_folder(
             skipped.append((p.relative_to(rootp).as_posix(), reason))
             continue
         good.append(p)
-    if skipped:
-        logger.warning("skipped %d unreadable image file(s) under %s: %s", len(skipped), root,
-                       ", ".join(s for s, _ in skipped[:10]) + (" ..." if len(skipped) > 10
-                                                                 else ""))
-    if not good:
-        raise ValueError(f"root: none of the {len(files)} image files under {root!r} is readable")
-    return ImageFolder(rootp, good, transform if transform is not None else ImageTransform(),
-                       skipped, hash_content)
+    return good, skipped
 
 
 # =========================================================================================
@@ -386,11 +403,11 @@ def encode_texts(
     ['[CLS]', 'hello', 'world', '[SEP]']
     """
     if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise TypeError(f"texts: expected a sequence of documents, got {type(texts).__name__}")
+        raise bad("texts", "a sequence of documents", type(texts).__name__, raw=True)
     if len(texts) == 0:
-        raise ValueError("texts: expected at least one document, got 0")
+        raise bad("texts", "at least one document", 0)
     if doc_ids is not None and len(doc_ids) != len(texts):
-        raise ValueError(f"doc_ids: expected {len(texts)} ids, got {len(doc_ids)}")
+        raise bad("doc_ids", f"{len(texts)} ids", len(doc_ids))
     enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
                     return_tensors="pt", is_split_into_words=is_split_into_words)
     out = TokenizedTexts({k: v for k, v in enc.items() if isinstance(v, torch.Tensor)})

@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validate import bad
+from .._validate import InvalidParameterError, bad, check_int
 from . import cache as _cache
-from .collect import _closest_hint, hooked_outputs
+from .hooks import hooked_outputs, resolve_modules
 
 __all__ = ["OnnxSession", "OnnxUnitSource", "onnx_unit_source"]
 
@@ -94,13 +94,13 @@ class _Tap(torch.nn.Module):
         outs = []
         for name in self.layers:
             if name not in store:
-                raise ValueError(
+                raise InvalidParameterError(
                     f"layers: layer {name!r} was not called during the forward pass of the "
                     "example input (is it used by model.forward?)"
                 )
             t = store[name]
             if not isinstance(t, torch.Tensor):
-                raise TypeError(
+                raise InvalidParameterError(
                     f"layers: layer {name!r} outputs a {type(t).__name__}, not a tensor; the "
                     "ONNX path supports tensor outputs only: pick a submodule that returns one"
                 )
@@ -123,7 +123,7 @@ def _as_inputs(example_input: Any) -> tuple[list[str] | None, list[torch.Tensor]
     ):
         return None, [torch.as_tensor(v) for v in example_input]
     raise bad("example_input", "a tensor, a tuple of tensors or a mapping of tensors with a "
-              "batch axis first", example_input, exc=TypeError)
+              "batch axis first", example_input)
 
 
 class OnnxSession:
@@ -186,8 +186,7 @@ class OnnxSession:
         elif isinstance(inputs, Mapping):
             if self.input_keys is None:
                 raise bad("inputs", "a tensor (the model was exported with positional "
-                          "inputs)", f"a mapping with keys {list(inputs)}", exc=TypeError,
-                          raw=True)
+                          "inputs)", f"a mapping with keys {list(inputs)}", raw=True)
             missing = [k for k in self.input_keys if k not in inputs]
             if missing:
                 raise bad("inputs", f"a mapping with keys {self.input_keys}",
@@ -265,25 +264,60 @@ class OnnxUnitSource:
 
 
 def _check_layers(model: torch.nn.Module, layers: Any) -> tuple[bool, list[str]]:
+    if not isinstance(model, torch.nn.Module):
+        raise bad("model", "a torch.nn.Module", type(model).__name__, raw=True)
     single = isinstance(layers, str)
     names = [layers] if single else layers
     if not isinstance(names, list | tuple) or not names or not all(
         isinstance(n, str) for n in names
     ):
         raise bad("layers", "a layer name or a non-empty list of names from "
-                  "model.named_modules() ('' is the model output)", layers, exc=TypeError)
+                  "model.named_modules() ('' is the model output)", layers)
     if len(set(names)) != len(names):
         raise bad("layers", "distinct names", list(names))
-    modules = [n for n, _ in model.named_modules()]
-    known = set(modules)
-    for n in names:
-        if n not in known:
-            hint = _closest_hint(n, modules)
-            raise ValueError(
-                f"layers: expected names from model.named_modules() of "
-                f"{type(model).__name__} ('' is the model output), got {n!r}{hint}"
-            )
+    resolve_modules(model, names)  # an unknown name raises, listing the closest ones
     return single, list(names)
+
+
+def _check_runtime(providers: Any, intra_op_threads: Any, opset: Any) -> Any:
+    """The ``onnxruntime`` module, once the runtime arguments and the exporter are checked."""
+    if isinstance(providers, str) or not isinstance(providers, list | tuple) or not providers:
+        raise bad("providers", "a non-empty sequence of ONNX Runtime provider names", providers)
+    if intra_op_threads is not None and (
+        isinstance(intra_op_threads, bool) or not isinstance(intra_op_threads, int)
+        or intra_op_threads < 1
+    ):
+        raise bad("intra_op_threads", "a positive int or None", intra_op_threads)
+    check_int("opset", opset, minimum=9, maximum=25)
+    ort = _import_ort()
+    available = ort.get_available_providers()
+    unknown = [p for p in providers if p not in available]
+    if unknown:
+        raise bad("providers", f"names from {available}", list(providers))
+    _check_onnx()
+    return ort
+
+
+def _export(model: torch.nn.Module, tap: _Tap, tensors: list[torch.Tensor],
+            in_names: list[str], n_out: int, opset: int,
+            path: str | os.PathLike[str] | None) -> bytes | str:
+    """Trace ``tap`` to ONNX (model in eval mode, restored after); the bytes or the file path."""
+    out_names = [f"out_{i}" for i in range(n_out)]
+    dyn = {n: {0: "batch"} for n in [*in_names, *out_names]}
+    was_training = model.training
+    buf: Any = io.BytesIO() if path is None else str(path)
+    try:
+        model.eval()
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                tap, tuple(tensors), buf, dynamo=False, opset_version=opset,
+                input_names=in_names, output_names=out_names, dynamic_axes=dyn,
+                do_constant_folding=True,
+            )
+    finally:
+        model.train(was_training)
+    return buf.getvalue() if path is None else str(Path(path))
 
 
 def onnx_unit_source(
@@ -349,47 +383,15 @@ def onnx_unit_source(
     >>> acts["0"].shape, acts[""].shape  # doctest: +SKIP
     ((10, 3), (10, 2))
     """
-    if not isinstance(model, torch.nn.Module):
-        raise bad("model", "a torch.nn.Module", type(model).__name__, exc=TypeError, raw=True)
     single, names = _check_layers(model, layers)
-    if isinstance(providers, str) or not isinstance(providers, list | tuple) or not providers:
-        raise bad("providers", "a non-empty sequence of ONNX Runtime provider names", providers,
-                  exc=TypeError)
-    if intra_op_threads is not None and (
-        isinstance(intra_op_threads, bool) or not isinstance(intra_op_threads, int)
-        or intra_op_threads < 1
-    ):
-        raise bad("intra_op_threads", "a positive int or None", intra_op_threads)
-    if isinstance(opset, bool) or not isinstance(opset, int) or not 9 <= opset <= 25:
-        raise bad("opset", "an int in [9, 25]", opset)
-    ort = _import_ort()
-    available = ort.get_available_providers()
-    unknown = [p for p in providers if p not in available]
-    if unknown:
-        raise bad("providers", f"names from {available}", list(providers))
-    _check_onnx()
+    ort = _check_runtime(providers, intra_op_threads, opset)
     keys, tensors = _as_inputs(example_input)
     if keys is not None:
         in_names = [k.replace(".", "_") for k in keys]
     else:
         in_names = ["input"] if len(tensors) == 1 else [f"input_{i}" for i in range(len(tensors))]
-    out_names = [f"out_{i}" for i in range(len(names))]
-    dyn = {n: {0: "batch"} for n in [*in_names, *out_names]}
-    tap = _Tap(model, names, keys)
-    was_training = model.training
-    buf: Any = io.BytesIO() if path is None else str(path)
-    try:
-        model.eval()
-        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                tap, tuple(tensors), buf, dynamo=False, opset_version=opset,
-                input_names=in_names, output_names=out_names, dynamic_axes=dyn,
-                do_constant_folding=True,
-            )
-    finally:
-        model.train(was_training)
-    onnx_model: bytes | str = buf.getvalue() if path is None else str(Path(path))
+    onnx_model = _export(model, _Tap(model, names, keys), tensors, in_names, len(names), opset,
+                         path)
     cache_base = _cache.Fingerprint().update(
         "onnx", "model", _cache.fingerprint_module(model),
         "inputs", [(n, str(t.dtype), tuple(t.shape[1:])) for n, t in zip(in_names, tensors,
