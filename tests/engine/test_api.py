@@ -8,7 +8,7 @@ import scipy.sparse as sp
 import torch
 
 import invert
-from invert.engine.search import _collapse, _ConceptOp
+from invert.engine.patterns import _collapse, _ConceptOp
 from invert.engine.synthetic import LabelMatrix, make_layer, make_multilabel_layer
 
 

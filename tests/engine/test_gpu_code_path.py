@@ -1,11 +1,12 @@
 """The torch-only code path that CUDA runs (torch.sort ranking, torch sparse products) gives
-exactly the CPU path's results; run here on the CPU so that it is checked without a GPU."""
+exactly the CPU path's results; run here on the CPU (``kernel="torch"``) so that it is checked
+without a GPU."""
 
 import numpy as np
 import pytest
 
 import invert
-from invert.engine import search
+from invert.engine.search import explain
 from invert.engine.synthetic import make_layer, make_multilabel_layer
 
 
@@ -15,7 +16,7 @@ def _flat(res):
 
 @pytest.mark.parametrize("dedupe", [True, False])
 @pytest.mark.parametrize("multilabel", [False, True])
-def test_torch_path_equals_cpu_path(monkeypatch, dedupe, multilabel):
+def test_torch_path_equals_cpu_path(dedupe, multilabel):
     layer = (make_multilabel_layer(n_samples=5000, n_concepts=80, n_units=12, n_planted=6,
                                    seed=2) if multilabel else
              make_layer(n_leaves=150, samples_per_leaf=20, n_hypernyms=60, n_units=12,
@@ -24,6 +25,5 @@ def test_torch_path_equals_cpu_path(monkeypatch, dedupe, multilabel):
     acts[:, 3] = np.round(acts[:, 3])  # ties
     kw = dict(length=3, beam_size=4, min_fraction=0.004, dedupe=dedupe)
     ref = invert.explain(acts, layer.concepts, **kw)
-    monkeypatch.setattr(search, "_TORCH_PATH_ON_CPU", True)
-    got = invert.explain(acts, layer.concepts, **kw)
+    got = explain(acts, layer.concepts, kernel="torch", **kw)
     assert _flat(got) == _flat(ref)

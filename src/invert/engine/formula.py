@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -58,14 +59,14 @@ class LabelColumns:
     """Bool columns of a dense, sparse or torch (N, C) label matrix, each extracted once:
     the one evaluator of formulas (:meth:`Formula.evaluate`, :func:`formula_masks`)."""
 
-    def __init__(self, labels):
+    def __init__(self, labels: Any):
         if getattr(labels, "ndim", 2) != 2:
             raise InvalidParameterError(
                 f"labels: expected a 2-D (N, C) concept matrix, got shape {np.shape(labels)}")
         if hasattr(labels, "detach"):
             labels = labels.detach().cpu().numpy()
         self.sparse = sp.issparse(labels)
-        self.y = sp.csc_matrix(labels) if self.sparse else np.asarray(labels)
+        self.y: Any = sp.csc_matrix(labels) if self.sparse else np.asarray(labels)
         self.n = self.y.shape[0]
         self._cache: dict[int, np.ndarray] = {}
 
@@ -88,7 +89,7 @@ class LabelColumns:
         return formula._eval(self)
 
 
-def formula_masks(formulas: Sequence[Formula], labels) -> np.ndarray:
+def formula_masks(formulas: Sequence[Formula], labels: Any) -> np.ndarray:
     """Bool masks (F, N) of ``formulas`` over the rows of ``labels`` (dense or sparse),
     extracting each concept column once.
 
@@ -112,7 +113,7 @@ class Formula:
 
     names: tuple[str, ...] | None
 
-    def evaluate(self, labels) -> np.ndarray:
+    def evaluate(self, labels: Any) -> np.ndarray:
         """Truth value of the formula on each row of ``labels``.
 
         Parameters
@@ -151,7 +152,7 @@ class Formula:
         """Print with ``names`` (or the formula's own names, or indices)."""
         return self._str(tuple(names) if names is not None else self.names, top=True)
 
-    def _str(self, names, top: bool) -> str:  # pragma: no cover - abstract
+    def _str(self, names: Sequence[str] | None, top: bool) -> str:  # pragma: no cover
         raise NotImplementedError
 
     def __str__(self) -> str:
@@ -180,17 +181,17 @@ class Literal(Formula):
     negated: bool = False
     names: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
-    def _eval(self, cols):
+    def _eval(self, cols: LabelColumns) -> np.ndarray:
         col = cols.column(self.index)
         return ~col if self.negated else col.copy()
 
-    def literals(self):
+    def literals(self) -> list[Literal]:
         return [self]
 
-    def with_names(self, names):
+    def with_names(self, names: Sequence[str] | None) -> Literal:
         return Literal(self.index, self.negated, tuple(names) if names is not None else None)
 
-    def _str(self, names, top):
+    def _str(self, names: Sequence[str] | None, top: bool) -> str:
         atom = _quote(names[self.index]) if names is not None else str(self.index)
         return "~" + atom if self.negated else atom
 
@@ -203,21 +204,21 @@ class BinaryFormula(Formula):
     right: Formula
     names: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
-    def literals(self):
+    def literals(self) -> list[Literal]:
         return self.left.literals() + self.right.literals()
 
-    def with_names(self, names):
-        names = tuple(names) if names is not None else None
-        return type(self)(self.left.with_names(names), self.right.with_names(names), names)
+    def with_names(self, names: Sequence[str] | None) -> BinaryFormula:
+        named = tuple(names) if names is not None else None
+        return type(self)(self.left.with_names(named), self.right.with_names(named), named)
 
 
 class And(BinaryFormula):
     """Conjunction of two formulas."""
 
-    def _eval(self, cols):
+    def _eval(self, cols: LabelColumns) -> np.ndarray:
         return self.left._eval(cols) & self.right._eval(cols)
 
-    def _str(self, names, top):
+    def _str(self, names: Sequence[str] | None, top: bool) -> str:
         parts = []
         for child in (self.left, self.right):
             s = child._str(names, top=False)
@@ -228,10 +229,10 @@ class And(BinaryFormula):
 class Or(BinaryFormula):
     """Disjunction of two formulas."""
 
-    def _eval(self, cols):
+    def _eval(self, cols: LabelColumns) -> np.ndarray:
         return self.left._eval(cols) | self.right._eval(cols)
 
-    def _str(self, names, top):
+    def _str(self, names: Sequence[str] | None, top: bool) -> str:
         return " | ".join(child._str(names, top=False) for child in (self.left, self.right))
 
 
@@ -290,10 +291,10 @@ def parse_formula(text: str, names: Sequence[str] | None = None) -> Formula:
         raise FormulaSyntaxError("formula: expected a formula, got an empty string")
     pos = 0
 
-    def peek():
+    def peek() -> tuple[str, str] | None:
         return tokens[pos] if pos < len(tokens) else None
 
-    def take():
+    def take() -> tuple[str, str]:
         nonlocal pos
         tok = peek()
         if tok is None:
@@ -319,21 +320,21 @@ def parse_formula(text: str, names: Sequence[str] | None = None) -> Formula:
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
         raise FormulaSyntaxError(f"formula: unknown concept {value!r}{hint}")
 
-    def parse_or():
+    def parse_or() -> Formula:
         node = parse_and()
         while peek() == ("op", "|"):
             take()
             node = Or(node, parse_and(), name_tuple)
         return node
 
-    def parse_and():
+    def parse_and() -> Formula:
         node = parse_un()
         while peek() == ("op", "&"):
             take()
             node = And(node, parse_un(), name_tuple)
         return node
 
-    def parse_un():
+    def parse_un() -> Formula:
         tok = take()
         if tok == ("op", "~"):
             inner = parse_atom(take())
@@ -345,7 +346,7 @@ def parse_formula(text: str, names: Sequence[str] | None = None) -> Formula:
             return Literal(inner.index, not inner.negated, name_tuple)
         return parse_atom(tok)
 
-    def parse_atom(tok):
+    def parse_atom(tok: tuple[str, str]) -> Formula:
         kind, value = tok
         if tok == ("op", "("):
             node = parse_or()

@@ -4,6 +4,7 @@ activation set, a memory-mapped ``.npy`` read a block of units at a time) and co
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,8 +92,9 @@ class NpyColumns:
         return out
 
 
-def _read_into(f, arr: np.ndarray) -> None:
-    view = memoryview(arr.reshape(-1)).cast("B")
+def _read_into(f: io.FileIO, arr: np.ndarray) -> None:
+    """Fill the contiguous array ``arr`` from the file ``f`` (at its position)."""
+    view = arr.reshape(-1).data.cast("B")
     got = 0
     while got < len(view):
         n = f.readinto(view[got:])
@@ -177,8 +179,8 @@ def activation_source(activations: ActivationsLike | str | os.PathLike[str]
     arr = _as_array(values)
     if arr.ndim == 1:
         arr = arr.reshape(-1, 1)
-    src = _checked(InMemory(arr))
-    return src, _ids(unit_ids, src.shape[1])
+    mem = _checked(InMemory(arr))
+    return mem, _ids(unit_ids, mem.shape[1])
 
 
 def _ids(unit_ids: Any, k: int) -> list[Any] | None:
@@ -190,10 +192,10 @@ def _ids(unit_ids: Any, k: int) -> list[Any] | None:
 
 def _as_array(values: Any) -> np.ndarray | torch.Tensor:
     if isinstance(values, torch.Tensor):
-        arr = values.detach()
-        if arr.is_complex() or arr.dtype == torch.bool:
-            raise bad("activations", "real numbers", f"dtype {arr.dtype}", raw=True)
-        return arr
+        tensor = values.detach()
+        if tensor.is_complex() or tensor.dtype == torch.bool:
+            raise bad("activations", "real numbers", f"dtype {tensor.dtype}", raw=True)
+        return tensor
     try:
         arr = values if isinstance(values, np.ndarray) else np.asarray(values)
     except Exception as err:  # noqa: BLE001 - report any conversion failure the same way
@@ -232,7 +234,7 @@ def _check_finite(src: _Activations) -> None:
                       f"unit {s0 + int(cols[0])}", raw=True)
 
 
-def _as_activations(activations) -> tuple[_Activations, list[Any] | None]:
+def _as_activations(activations: ActivationsLike) -> tuple[_Activations, list[Any] | None]:
     source, unit_ids = activation_source(activations)
     acts = _Activations(source)
     _check_finite(acts)
@@ -247,7 +249,7 @@ class Labels:
     matrix: Any
 
 
-def _as_concepts(concepts, n: int):
+def _as_concepts(concepts: ConceptsLike, n: int) -> tuple[Any, list[str] | None]:
     """(N, C) labels as a numpy bool array or scipy CSR bool matrix, plus names or None."""
     names = None
     if hasattr(concepts, "matrix") and hasattr(concepts, "names"):

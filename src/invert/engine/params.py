@@ -1,14 +1,19 @@
-"""The search parameters: one definition of their names, defaults and checks."""
+"""The search parameters: one definition of their names, defaults and checks, and the rules
+derived from them (beam width, chunk sizes for a memory budget, support limits, device)."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
-from .._validate import bad, check_choice, check_fraction, check_int
+from .._validate import bad, check_bool, check_choice, check_fraction, check_int
+from .inputs import _Activations
 
-__all__ = ["SEARCH_PARAMS", "SEARCH_DEFAULTS", "check_search_params"]
+__all__ = ["SEARCH_PARAMS", "SEARCH_DEFAULTS", "check_search_params", "SearchParams"]
 
 
 #: The search parameters of :func:`explain`: the keys of ``ExplanationResult.params``.
@@ -18,6 +23,13 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "length": 3, "beam_size": 5, "min_fraction": 0.0, "max_fraction": 0.5, "mode": "positive",
     "limit_search": None, "dedupe": True, "metric": "auroc",
 }
+#: The default (dedupe) search keeps, besides the ``beam_size`` best formulas within the
+#: fraction limits, this many more formulas chosen without the fraction limits (times
+#: ``beam_size``), so that e.g. ``a | b`` is reachable when ``a`` and ``b`` are each rarer
+#: than ``min_fraction``.
+_EXPLORE_FACTOR = 1
+#: Units per chunk (ranked and searched together) and per search block, at most.
+_MAX_UNITS = 4096
 
 
 def check_search_params(params: dict[str, Any], n_concepts: int | None) -> dict[str, Any]:
@@ -33,10 +45,95 @@ def check_search_params(params: dict[str, Any], n_concepts: int | None) -> dict[
                   s["min_fraction"])
     s["mode"] = check_choice("mode", s["mode"], ("positive", "negative"))
     s["metric"] = check_choice("metric", s["metric"], ("auroc", "point_biserial"))
-    if not isinstance(s["dedupe"], bool | np.bool_):
-        raise bad("dedupe", "True or False", s["dedupe"], exc=TypeError)
-    s["dedupe"] = bool(s["dedupe"])
+    s["dedupe"] = check_bool("dedupe", s["dedupe"])
     if n_concepts is not None and s["limit_search"] is not None:
         s["limit_search"] = check_int("limit_search", s["limit_search"], minimum=1,
                                       maximum=2 * n_concepts)
     return s
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """The validated parameters of one search (build with :meth:`from_kwargs`)."""
+
+    length: int
+    beam_size: int
+    min_fraction: float
+    max_fraction: float
+    mode: str
+    limit_search: int | None
+    dedupe: bool
+    metric: str = "auroc"
+
+    @classmethod
+    def from_kwargs(cls, n_concepts: int | None = None, **kwargs: Any) -> SearchParams:
+        """Checked parameters from keyword arguments (see :func:`check_search_params`)."""
+        return cls(**check_search_params(kwargs, n_concepts))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The parameters by name, in :data:`SEARCH_PARAMS` order."""
+        return asdict(self)
+
+    @property
+    def width(self) -> int:
+        """Largest beam: the best ``beam_size`` plus, with dedupe, the exploration part."""
+        return self.beam_size * (1 + (_EXPLORE_FACTOR if self.dedupe else 0))
+
+    def n_extensions(self, n_concepts: int) -> int:
+        """Literals that extend formulas: ``limit_search``, or all ``2 C``."""
+        return 2 * n_concepts if self.limit_search is None else self.limit_search
+
+    def count_limits(self, n: int) -> tuple[float, float]:
+        """Smallest and largest support ``s`` with ``min_fraction <= s / n <= max_fraction``
+        (float comparison; ``(inf, -inf)`` when there is none)."""
+        return _count_limits(n, self.min_fraction, self.max_fraction)
+
+    def chunk_units(self, n: int, m: int, c: int, budget: int) -> int:
+        """Units ranked at once (a chunk) so that its working memory fits ``budget`` bytes,
+        for ``n`` samples, ``m`` label patterns and ``c`` concepts."""
+        w = self.width
+        ls = self.n_extensions(c)
+        per_unit = (
+            8 * 7 * n  # ranking
+            + 8 * 3 * m  # pattern rank sums
+            + 8 * 2 * 2 * w * m  # masked rank sums and counts
+            + 8 * 2 * w * c  # products
+            + 8 * 2 * w * ls * 9  # candidate statistics
+            + 2 * w * m * 8  # materialised masks
+        )
+        return max(1, min(_MAX_UNITS, budget // max(1, per_unit)))
+
+    def search_block(self, m: int, c: int, budget: int, device: torch.device) -> int:
+        """Units searched at once. On CPU, candidate arrays of about 8 MB stay in cache; on
+        a GPU, blocks are as large as the memory budget allows (fewer, larger kernels). The
+        masked rank sums over patterns take at most an eighth of the budget."""
+        w = self.width
+        per_unit_candidates = 8 * w * 4 * c
+        per_unit_patterns = 8 * 4 * w * m
+        cache = (8 << 20) if device.type == "cpu" else budget // 16
+        return max(1, min(_MAX_UNITS, cache // per_unit_candidates,
+                          (budget // 8) // per_unit_patterns))
+
+
+def _count_limits(n: int, lo: float, hi: float) -> tuple[float, float]:
+    """Smallest and largest support ``s`` with ``lo <= s / n <= hi`` (float comparison)."""
+    s = np.arange(n + 1, dtype=np.float64)
+    ok = np.flatnonzero((s / n >= lo) & (s / n <= hi))
+    if ok.size == 0:
+        return math.inf, -math.inf
+    return float(ok[0]), float(ok[-1])
+
+
+def resolve_device(device: str | torch.device | None, activations: _Activations
+                   ) -> torch.device:
+    """The checked ``device`` argument; by default where the activations live."""
+    if device is None:
+        data = activations.data
+        return data.device if isinstance(data, torch.Tensor) else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise bad("device", "a torch device such as 'cpu' or 'cuda'", device) from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise bad("device", "an available device (CUDA is not available here)", device)
+    return dev

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -58,7 +59,7 @@ class Explanation:
     rank: int = 0
     extras: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    def evaluate(self, labels) -> np.ndarray:
+    def evaluate(self, labels: Any) -> np.ndarray:
         """The formula's bool mask over the rows of ``labels`` (N, C)."""
         return self.formula.evaluate(labels)
 
@@ -75,7 +76,7 @@ class Explanation:
         }
 
 
-class UnitExplanations(list):
+class UnitExplanations(list[Explanation]):
     """Best-first list of :class:`Explanation` for one unit.
 
     ``reason`` says why the list is empty (a constant unit, nothing within the fraction
@@ -148,7 +149,7 @@ class ExplanationResult:
                 rows.append({"unit": u.unit_id, "rank": e.rank, **e.to_dict(), "reason": None})
         return rows
 
-    def to_dataframe(self):
+    def to_dataframe(self) -> Any:
         """A pandas DataFrame with :data:`COLUMNS`, one row per (unit, rank)."""
         try:
             import pandas as pd
@@ -161,7 +162,7 @@ class ExplanationResult:
             df[col] = df[col].astype("Int64")
         return df
 
-    def to_csv(self, path=None) -> str | None:
+    def to_csv(self, path: str | os.PathLike[str] | None = None) -> str | None:
         """Write (or return, when ``path`` is None) the table as CSV."""
         return self.to_dataframe().to_csv(path, index=False)
 
@@ -178,7 +179,8 @@ class ExplanationResult:
             for u in self.units
         ]
 
-    def to_json(self, path=None, *, layer: str | None = None) -> str | None:
+    def to_json(self, path: str | os.PathLike[str] | None = None, *,
+                layer: str | None = None) -> str | None:
         """JSON document with the parameters and one record per unit."""
         doc = {
             "params": self.params,

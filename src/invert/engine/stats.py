@@ -14,8 +14,10 @@ Examples
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from scipy import special
 
@@ -68,11 +70,12 @@ def midranks2(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return ranks2, tie_term
 
 
-def auroc_from_ranksum(s2, n1, n):
+def auroc_from_ranksum(s2: Any, n1: Any, n: Any) -> Any:
     """AUROC from a doubled rank sum ``s2`` of ``n1`` positives among ``n`` samples.
 
     ``AUROC = (S - n1 (n1 + 1) / 2) / (n1 n0)`` with ``S = s2 / 2``; undefined (NaN) when
-    ``n1`` is 0 or ``n``. Works on numpy arrays and torch tensors (float64).
+    ``n1`` is 0 or ``n``. Works on numpy arrays (and scalars) and torch tensors (float64),
+    and returns the same kind.
     """
     n0 = n - n1
     num = s2 - n1 * (n1 + 1)
@@ -83,7 +86,7 @@ def auroc_from_ranksum(s2, n1, n):
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
-def auroc(scores, labels) -> float:
+def auroc(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     """Exact AUROC of ``scores`` for binary ``labels`` (ties count 1/2).
 
     Equals ``sklearn.metrics.roc_auc_score(labels, scores)``; NaN when ``labels`` is
@@ -111,7 +114,7 @@ def auroc(scores, labels) -> float:
 
 
 def mannwhitney_pvalues(
-    s2: np.ndarray, n1: np.ndarray, n: int, tie_term: np.ndarray
+    s2: npt.ArrayLike, n1: npt.ArrayLike, n: int, tie_term: np.ndarray | float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Two-sided Mann-Whitney p-values (normal approximation) and their log10.
 
@@ -170,7 +173,7 @@ def _sorted_order_f32(at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, key >> np.uint64(bits)
 
 
-def pattern_ranksums(values, inverse: np.ndarray, n_patterns: int,
+def pattern_ranksums(values: np.ndarray, inverse: np.ndarray, n_patterns: int,
                      block: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Doubled mid-rank sums of each unit over groups of samples, and tie terms (CPU).
 

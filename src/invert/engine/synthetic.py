@@ -47,7 +47,8 @@ class SyntheticLayer:
     kinds: list[str]
 
 
-def _tree(n_leaves: int, n_hyper: int, rng: np.random.Generator):
+def _tree(n_leaves: int, n_hyper: int, rng: np.random.Generator
+          ) -> tuple[list[np.ndarray], dict[int, list[int]]]:
     """Hypernyms as unions of leaves, level by level like WordNet: each level groups the
     nodes below in random groups of 2-4 up to one root; then random lowest-level
     hypernyms are dropped until ``n_hyper`` remain (their leaves hang one level up)."""
