@@ -10,22 +10,27 @@ Both the activation cache (:class:`invert.extract.cache.ShardStore`) and the sha
 
 Every file is written to a temporary name in the same folder and moved into place with
 :func:`os.replace` (:func:`atomic_write`), so a crash never leaves a half-written file under
-its final name. Shards are read with ``np.load(..., allow_pickle=False)``: a shard file is
-data, never code, whoever wrote it. Each zip member carries a CRC-32 that is checked as it
-is read; a store may also record the SHA-1 of each shard in its manifest
-(:meth:`RunStore.checksum`) and check it before the shard is opened.
+its final name; files get the process's usual permissions (``0o666`` less the umask).
+Shards are read with ``np.load(..., allow_pickle=False)``: a shard file is data, never
+code, whoever wrote it. Each zip member carries a CRC-32 that is checked as it is read; a
+store may also record the SHA-1 of each shard in its manifest (:meth:`RunStore.checksum`)
+and check it before the shard is opened.
 
-This module sits below the engine: it imports numpy, torch (to hash tensors) and
-:mod:`invert._version` only.
+Runs that share a folder coordinate through :class:`FolderLock` (``fcntl.flock`` on a
+lock file in the folder; a no-op where ``fcntl`` is missing).
+
+This module sits below the engine: it imports numpy, torch (to hash tensors),
+:mod:`invert._validate` and :mod:`invert._version` only.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
-import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,17 +38,27 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._validate import InvalidParameterError, bad
 from ._version import __version__
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: folders are not locked
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
+    "FolderLock",
     "Fingerprint",
     "RunStore",
     "ShardFileError",
     "atomic_write",
     "fingerprint_tensor",
     "invert_version",
+    "is_unwritable",
+    "json_checksum",
     "sha1_file",
     "tensor_bytes",
+    "unwritable_folder",
     "write_json",
 ]
 
@@ -150,7 +165,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None]) -> 
     """Write a file atomically: ``write(fileobj)`` into a temp file, fsync, then ``os.replace``.
 
     The temporary file is ``.<name>.<random>.tmp`` in the same folder (removed on failure;
-    one left by a killed process is removed by :meth:`RunStore.remove_temp_files`).
+    one left by a killed process is removed by :meth:`RunStore.remove_temp_files`). It is
+    created with mode ``0o666`` less the umask, like any file the process writes (not the
+    ``0o600`` of :func:`tempfile.mkstemp`).
 
     Examples
     --------
@@ -161,7 +178,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None]) -> 
     b'hi'
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -176,11 +193,157 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None]) -> 
         raise
 
 
+def _temp_file(path: Path) -> tuple[int, Path]:
+    """A new, empty ``.<name>.<random>.tmp`` beside ``path`` (mode 0o666 less the umask)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")  # pragma: no cover
+
+
 def write_json(path: str | os.PathLike[str], obj: Any, *,
                default: Callable[[Any], Any] | None = None) -> None:
     """Write ``obj`` as indented JSON with sorted keys, atomically."""
     data = json.dumps(obj, indent=1, sort_keys=True, default=default).encode()
     atomic_write(path, lambda f: f.write(data))
+
+
+def json_checksum(obj: Mapping[str, Any], *, skip: str = "checksum") -> str:
+    """SHA-1 of a JSON object as it reads back from a file (canonical form, ``skip`` left out).
+
+    Examples
+    --------
+    >>> json_checksum({"a": (1, 2), "checksum": "x"}) == json_checksum({"a": [1, 2]})
+    True
+    """
+    body = {k: v for k, v in obj.items() if k != skip}
+    canon = json.dumps(json.loads(json.dumps(body)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(canon.encode()).hexdigest()
+
+
+def is_unwritable(err: OSError) -> bool:
+    """Whether an error means the folder cannot be written (permissions, read-only file system)."""
+    return isinstance(err, PermissionError) or err.errno == errno.EROFS
+
+
+def unwritable_folder(name: str, folder: str | os.PathLike[str],
+                      err: OSError) -> InvalidParameterError:
+    """The one-line error for a folder (parameter ``name``) that this process cannot write."""
+    why = err.strerror or str(err)
+    return bad(name, "a folder this process can write to",
+               f"{str(folder)!r} ({type(err).__name__}: {why})", raw=True)
+
+
+# ----------------------------------------------------------------------------- locking
+
+
+class FolderLock:
+    """``fcntl.flock`` on a lock file: shared by the runs using a folder, exclusive for one.
+
+    Each :class:`FolderLock` opens the file itself, so two locks on one file exclude each
+    other even within one process. The file may be removed by :meth:`release` (when no one
+    else holds it); a lock taken on a file that was removed meanwhile is retaken on the
+    current one. Where ``fcntl`` is missing every request succeeds at once.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), ".lock")
+    >>> a, b = FolderLock(path), FolderLock(path)
+    >>> a.acquire(exclusive=False), b.acquire(exclusive=False)
+    (True, True)
+    >>> a.acquire(exclusive=True, blocking=False)  # b still holds it (a now holds nothing)
+    False
+    >>> b.release(remove=True); a.acquire(exclusive=True, blocking=False)
+    True
+    >>> a.release(remove=True); os.path.exists(path)
+    False
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self._fd: int | None = None
+        self.mode: str | None = None  # "shared", "exclusive" or None
+
+    @property
+    def held(self) -> bool:
+        return self.mode is not None
+
+    def acquire(self, *, exclusive: bool, blocking: bool = True) -> bool:
+        """Take (or convert to) the shared or exclusive lock; False if ``blocking`` is off
+        and another holder is in the way (a failed conversion leaves nothing held).
+
+        Raises OSError when the lock file cannot be created (a read-only folder)."""
+        if fcntl is None:  # pragma: no cover
+            self.mode = "exclusive" if exclusive else "shared"
+            return True
+        op = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if blocking else fcntl.LOCK_NB)
+        while True:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(self._fd, op)
+            except BlockingIOError:
+                self.mode = None  # Linux drops the old lock when a conversion fails
+                return False
+            if self._is_current():
+                self.mode = "exclusive" if exclusive else "shared"
+                return True
+            os.close(self._fd)  # the file was removed while we waited: lock the new one
+            self._fd, self.mode = None, None
+
+    def _is_current(self) -> bool:
+        try:
+            return os.path.samestat(os.fstat(self._fd), os.stat(self.path))  # type: ignore[arg-type]
+        except FileNotFoundError:
+            return False
+
+    def note(self, text: str) -> None:
+        """Write ``text`` into the lock file (who holds it), for :meth:`read_note`."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, text.encode(), 0)
+
+    def read_note(self, wait: float = 2.0) -> str:
+        """The text a holder wrote with :meth:`note` (waiting up to ``wait`` s for it)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                text = self.path.read_text(encoding="utf-8").strip()
+            except OSError:
+                text = ""
+            if text or time.monotonic() >= deadline:
+                return text
+            time.sleep(0.05)
+
+    def release(self, *, remove: bool = False, also: Sequence[Path] = ()) -> None:
+        """Let go; with ``remove``, delete the lock file (and the files ``also``) when no
+        one else holds it."""
+        if self._fd is None:
+            self.mode = None
+            return
+        try:
+            if remove and fcntl is not None and self.acquire(exclusive=True, blocking=False):
+                for p in (*also, self.path):
+                    try:
+                        p.unlink(missing_ok=True)
+                    except OSError:  # pragma: no cover - read-only folder
+                        pass
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+            self._fd, self.mode = None, None
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            try:
+                os.close(self._fd)  # type: ignore[arg-type]
+            except OSError:  # pragma: no cover
+                pass
 
 
 # ----------------------------------------------------------------------------- the store

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -135,3 +137,13 @@ def test_any_formula_tree_round_trips():
     assert [str(e.formula) for e in unit] == [str(f) for f in fs]
     assert (unit.unit, unit.unit_id, empty.unit, empty.reason) == (5, 5, 6, "constant unit")
     assert unit[0].extras["note"] == "x"
+
+
+def test_files_get_the_usual_permissions(tmp_path):
+    """Not the 0o600 of tempfile.mkstemp: 0o666 less the umask, like any file."""
+    old = os.umask(0o027)
+    try:
+        atomic_write(tmp_path / "x.bin", lambda f: f.write(b"data"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "x.bin").stat().st_mode) == 0o640

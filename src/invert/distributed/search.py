@@ -184,6 +184,12 @@ def explain_sharded(
     key and the shard's SHA-1 recorded there are checked. Any other file in the store (a
     ``.pkl`` among them) is never opened (see :mod:`invert.distributed.store`).
 
+    One run uses an ``out_dir`` at a time: a second run of the same search waits for the
+    first and reuses its shards; a run with other activations, concepts or parameters
+    raises :class:`~invert._validate.InvalidParameterError` at once (naming the folder and
+    what differs) and leaves the running search's shards alone. A different run after
+    the first has ended replaces its shards.
+
     Examples
     --------
     >>> import numpy as np
@@ -206,13 +212,18 @@ def explain_sharded(
     budget = check_memory_budget("memory_budget", memory_budget)
     run = _prepare(activations, concepts, unit_ids, search, budget)
 
-    with open_backend(backend, address, num_workers) as be:
-        store, done, todo = _plan(run, be, shard_units, out_dir)
-        results, errors = _search_shards(run, be, store, done, todo, progress,
-                                         max_retries, threads_per_worker, _before_shard)
-    if errors:
-        raise ShardError("search", list(errors), errors)
-    return _gather(run, store, sorted([*done, *todo]), results)
+    store = None
+    try:
+        with open_backend(backend, address, num_workers) as be:
+            store, done, todo = _plan(run, be, shard_units, out_dir)
+            results, errors = _search_shards(run, be, store, done, todo, progress,
+                                             max_retries, threads_per_worker, _before_shard)
+        if errors:
+            raise ShardError("search", list(errors), errors)
+        return _gather(run, store, sorted([*done, *todo]), results)
+    finally:
+        if store is not None:
+            store.close()
 
 
 # ----------------------------------------------------------------------------- 1. the run

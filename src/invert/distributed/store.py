@@ -13,6 +13,13 @@ there and its header the run's key and span; the arrays are read with
 ``allow_pickle=False``. Any other file (a ``.pkl`` of shard format 1, or one planted there) is
 never opened: it is named in a warning and its units are computed afresh.
 
+One run at a time: a run holds ``.lock`` (``fcntl.flock``, exclusive, with its key written
+in it) from :meth:`UnitStore.open` to :meth:`UnitStore.close` (the file is removed then). A
+second run of the same search waits for the first and then reuses its shards; a run with
+other inputs or parameters is refused at once (:class:`invert._validate.InvalidParameterError`
+naming the folder and what differs), so it never deletes the shards of a running search. A
+different run *after* the first has ended replaces its shards, as before.
+
 A formula is stored as its tree in postfix order, one integer per node: ``2 * index +
 negated`` for a literal, ``-1`` for AND, ``-2`` for OR (read back exactly, whatever its
 shape, and much faster than parsing its string).
@@ -29,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from .._store import RunStore, ShardFileError
+from .._store import FolderLock, RunStore, ShardFileError, is_unwritable, unwritable_folder
+from .._validate import bad
 from ..engine.formula import And, Formula, Literal, Or
 from ..engine.result import Explanation, ExplanationResult, UnitExplanations
 from .backends import ShardError
@@ -126,6 +134,21 @@ def decode_shard(payload: Payload, unit_ids: Sequence[Any] | None,
     return units
 
 
+def _differences(theirs: Mapping[str, Any], ours: Mapping[str, Any]) -> str:
+    """What differs between two runs' manifests, e.g. ``beam_size 2 (here 3)``."""
+    out = []
+    for key in sorted(set(theirs) | set(ours)):
+        a, b = theirs.get(key), ours.get(key)
+        if key in ("key", "checksums", "format") or a == b:
+            continue
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += [f"{k} {a.get(k)!r} (here {b.get(k)!r})" for k in sorted(set(a) | set(b))
+                    if a.get(k) != b.get(k)]
+        else:
+            out.append(f"{key} {a!r} (here {b!r})")
+    return ", ".join(out)
+
+
 class _Formulas:
     """Formulas from their postfix codes, each distinct one built once, printing ``names``."""
 
@@ -174,25 +197,66 @@ class UnitStore(RunStore):
 
     def __init__(self, out_dir: str | os.PathLike[str], key: str, meta: Mapping[str, Any]):
         super().__init__(Path(out_dir) / "shards", key)
+        self.out_dir = Path(out_dir)
         self.meta = {"format": SHARD_FORMAT, **meta}
+        self._lock = FolderLock(self.dir / ".lock")
 
     @staticmethod
     def name(start: int, stop: int) -> str:
         return f"units_{start}_{stop}.npz"
 
     def open(self) -> list[Span]:
-        """Check the manifest (clearing shards of another run) and list finished shards."""
-        self.create()
-        old = self.read_manifest()
-        if self.is_mine(old):
-            self.adopt(old)  # type: ignore[arg-type]
-        else:
-            self._clear_other_run()
-        self.remove_temp_files()
-        self._warn_foreign()
-        return self._finished()
+        """Take the folder (see the module notes), check the manifest (clearing shards of a
+        finished other run) and list finished shards. Pair with :meth:`close`."""
+        try:
+            self.create()
+            self._take()
+        except OSError as err:
+            if is_unwritable(err):
+                raise unwritable_folder("out_dir", self.out_dir, err) from err
+            raise
+        try:
+            old = self.read_manifest()
+            if self.is_mine(old):
+                self.adopt(old)  # type: ignore[arg-type]
+            else:
+                self._clear_other_run()
+            self.remove_temp_files()
+            self._warn_foreign()
+            return self._finished()
+        except BaseException:
+            self.close()
+            raise
 
-    def _clear_other_run(self) -> None:
+    def _take(self) -> None:
+        """Hold the folder alone: wait for a run of this search, refuse any other run."""
+        if not self._lock.acquire(exclusive=True, blocking=False):
+            holder = self._lock.read_note()
+            if holder != self.key:
+                raise self._busy(holder)
+            log.info("%s: another run of this search is using the folder; waiting for it",
+                     self.dir)
+            self._lock.acquire(exclusive=True)
+        self._lock.note(self.key)
+
+    def _busy(self, holder: str) -> Exception:
+        """The error for a folder that a search with other inputs or parameters is using."""
+        theirs = self.read_manifest() or {}
+        if theirs.get("key") == holder and holder:
+            diff = _differences(theirs, self.meta)
+        else:
+            diff = ""
+        what = diff or "other activations or concepts"
+        return bad("out_dir", "a folder that no other running search uses",
+                   f"{str(self.out_dir)!r}, where a search with {what} is running (its "
+                   f"shards are in {self.dir}); use another out_dir, or wait for it to end",
+                   raw=True)
+
+    def close(self) -> None:
+        """Let go of the folder (its lock file is removed)."""
+        self._lock.release(remove=True)
+
+    def _clear_other_run(self) -> None:  # the folder is ours alone (see _take)
         stale = [p for p in self.dir.iterdir() if _SHARD_RE.match(p.name)
                  or _LEGACY_RE.match(p.name)]
         if stale:
