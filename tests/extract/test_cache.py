@@ -18,7 +18,6 @@ import torch
 from _extract_models import CountingConvNet, TinyTokenModel
 
 from invert._validate import InvalidParameterError
-from invert.extract import cache as cache_module
 from invert.extract import collect_activations
 from invert.extract.cache import (
     ShardStore,
@@ -246,18 +245,6 @@ def test_fingerprint_and_digest_helpers(tmp_path):
 # ----------------------------------------------------------------------------- issue 14
 
 
-def _collector_records_state() -> bool:
-    """Whether the collector passes the model's state fingerprint to its cache store."""
-    folder = Path(cache_module.__file__).parent
-    return any("fingerprint_state(" in p.read_text() for p in folder.glob("*.py")
-               if p.name != "cache.py")
-
-
-needs_state = pytest.mark.skipif(
-    not _collector_records_state(),
-    reason="the collector does not pass state=fingerprint_state(...) to ShardStore yet")
-
-
 class Scale(torch.nn.Module):
     """Multiplies by a plain attribute ``k`` (no parameter, no buffer, no extra_repr)."""
 
@@ -325,7 +312,6 @@ def test_state_fingerprint_covers_attributes_and_code(tmp_path):
     assert fingerprint_state(torch.nn.Linear(2, 2)) == fingerprint_state(torch.nn.Linear(2, 2))
 
 
-@needs_state
 def test_changed_module_attribute_invalidates(tmp_path):
     x = torch.randn(10, 3)
     net = _scaled_net()
@@ -338,7 +324,6 @@ def test_changed_module_attribute_invalidates(tmp_path):
     np.testing.assert_array_equal(np.asarray(c), np.asarray(b))
 
 
-@needs_state
 def test_changed_forward_code_invalidates(tmp_path, caplog):
     x = torch.randn(10, 3)
     a = collect_activations(_load_scale_class(tmp_path, 2)(), x, "", cache_dir=tmp_path,
@@ -350,7 +335,6 @@ def test_changed_forward_code_invalidates(tmp_path, caplog):
     np.testing.assert_allclose(np.asarray(b), 1.5 * np.asarray(a), rtol=1e-6)
 
 
-@needs_state
 def test_cache_without_state_record_is_used_as_before(tmp_path, caplog):
     """A cache of invert 0.1.0 records no state: the key alone decides (logged at INFO)."""
     x = torch.randn(10, 3)

@@ -198,7 +198,8 @@ class _Cache:
     """
 
     def __init__(self, root: str | os.PathLike[str], run_fp: str, plan: _Plan, source: Source,
-                 data_fp: str | None, verify: bool):
+                 data_fp: str | None, verify: bool, state: str | None = None):
+        self.state = state
         self.root = root
         self.run_fp = run_fp
         self.names = plan.names
@@ -216,7 +217,7 @@ class _Cache:
         key = _cache.Fingerprint().update(self.run_fp, "data", data_fp).hexdigest()
         self.store = _cache.ShardStore(self.root, key, {
             **self.manifest, "data_fingerprint": data_fp,
-            "invert_version": _cache.invert_version()})
+            "invert_version": _cache.invert_version()}, state=self.state)
         self.cached = _try_cached_result(self.store, self.names, self.verify)
 
     def read(self, i: int, batch: Batch) -> tuple[dict[str, np.ndarray], Any] | None:
@@ -237,12 +238,13 @@ def _open_cache(cache_dir: str | os.PathLike[str] | None, model: torch.nn.Module
     if cache_dir is None:
         return None
     run_fp = _run_fingerprint(model, plan, forward)
+    state = _cache.fingerprint_state(model, *plan.fns.values())
     data_fp: str | None = None
     if cache_key is not None:
         data_fp = f"key:{cache_key}"
     elif source.fingerprint is not None:
         data_fp = source.fingerprint()
-    return _Cache(cache_dir, run_fp, plan, source, data_fp, verify)
+    return _Cache(cache_dir, run_fp, plan, source, data_fp, verify, state)
 
 
 def _try_cached_result(
