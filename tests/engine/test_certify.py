@@ -364,6 +364,43 @@ def test_branch_and_bound_equals_brute_force(seed):
         assert mask.sum() == cert.n1[k]
 
 
+@pytest.mark.parametrize("seed", SEEDS[:20])
+def test_literal_node_bounds_cover_every_union_inside_or_around(seed):
+    """The B&B's per-literal bounds (unions inside the literal / containing it) are at least
+    the brute-force best such union, by the fast (run and range-tree) and the dense path."""
+    from invert.engine.certify import _literal_nodes, _literal_nodes_dense, _vocabulary
+
+    acts, y, lo, hi, mode = _case(2000 + seed)
+    pats = _collapse(y)
+    counts = pats.counts.astype(np.float64)
+    pmat = np.asarray(pats.matrix, dtype=bool)
+    n, m = acts.shape[0], len(counts)
+    metric = "auroc" if seed % 3 else "point_biserial"
+    if metric == "auroc":
+        v = pattern_ranksums(acts[:, :1], pats.inverse, m)[0][:, 0]
+        sd = None
+    else:
+        cen = acts[:, 0] - acts[:, 0].mean()
+        v, sd = np.bincount(pats.inverse, weights=cen, minlength=m), float(cen.std())
+    sc = _scorer(n, lo, hi, mode, metric)
+    voc = _vocabulary(pmat, counts, n)
+    codes = np.flatnonzero(np.concatenate([voc.defined, voc.defined]))
+    unions = np.array(list(itertools.product([False, True], repeat=m)), dtype=bool)
+    keys = sc.key(unions.astype(np.float64) @ v, unions @ counts, sd)
+    c = pmat.shape[1]
+    for thr in (-np.inf, float(np.median(keys[np.isfinite(keys)])) if np.isfinite(keys).any()
+                else -np.inf):
+        fast = _literal_nodes(voc, v, counts, sc, sd, thr, codes)
+        dense = _literal_nodes_dense(voc, v, counts, sc, sd, thr, codes)
+        for i, code in enumerate(codes):
+            x = ~pmat[:, code - c] if code >= c else pmat[:, code]
+            inside = keys[~(unions & ~x).any(1)].max(initial=-np.inf)
+            around = keys[~(x & ~unions).any(1)].max(initial=-np.inf)
+            tol = 0.0 if metric == "auroc" else 1e-12
+            assert fast[0, i] >= inside - tol and dense[0, i] >= inside - tol
+            assert fast[1, i] >= around - tol and dense[1, i] >= around - tol
+
+
 def test_branch_and_bound_budget_gives_a_valid_bound():
     """With almost no time the units not reached keep the ceiling as their bound."""
     acts, y, lo, hi, mode = _case(5, max_concepts=6)

@@ -169,7 +169,7 @@ def _sorted_by_mean(u: np.ndarray, cnt: np.ndarray) -> tuple[np.ndarray, np.ndar
     cnt = np.broadcast_to(cnt, u.shape)
     with np.errstate(all="ignore"):
         ratio = np.where(cnt > 0, u / np.where(cnt > 0, cnt, 1.0), _NEG_INF)
-    order = np.argsort(-ratio, axis=1, kind="stable")
+    order = np.argsort(-ratio, axis=1)  # ties: any order gives the same curve
     return np.take_along_axis(u, order, 1), np.take_along_axis(cnt, order, 1)
 
 
@@ -918,9 +918,198 @@ def _dense_literals(voc: _Vocabulary, codes: np.ndarray) -> np.ndarray:
     return voc.literal_rows(codes)
 
 
-def _literal_nodes(voc, v, counts, sc, sd, thr, codes):
+@dataclass
+class _Curve:
+    """One unit's patterns sorted by mean (``us``, ``cs``) and the knapsack curve's points
+    ``ce``, ``cn`` (M + 1,: point ``i`` after the first ``i`` patterns, ``ce`` with the
+    point-biserial slack added), each pattern's position ``pos``, and a range-maximum table
+    of ``ce`` (``table[k, i] = max(ce[i : i + 2**k])``)."""
+
+    us: np.ndarray
+    cs: np.ndarray
+    ce: np.ndarray
+    cn: np.ndarray
+    pos: np.ndarray
+    table: np.ndarray
+    total: float
+    slack: float
+
+    def range_max(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``max(ce[a .. b])`` (inclusive, ``a <= b``)."""
+        k = np.floor(np.log2(b - a + 1)).astype(np.int64)
+        return np.maximum(self.table[k, a], self.table[k, b - (1 << k) + 1])
+
+
+def _unit_curve(v: np.ndarray, counts: np.ndarray, sc: _Score) -> _Curve:
+    u = sc.sign * (v - counts * sc.mu)
+    order = np.argsort(-(u / counts))
+    us, cs = u[order], counts[order]
+    slack = 0.0 if sc.auroc else float(_pb_slack(u[None, :], 0.0, u.size)[0])
+    ce = np.concatenate([[slack], slack + np.cumsum(us)])
+    cn = np.concatenate([[0.0], np.cumsum(cs)])
+    pos = np.empty(u.size, dtype=np.int64)
+    pos[order] = np.arange(u.size)
+    levels = [ce]
+    while (1 << len(levels)) <= ce.size:
+        half = 1 << (len(levels) - 1)
+        levels.append(np.maximum(levels[-1][:-half], levels[-1][half:]))
+    table = np.full((len(levels), ce.size), _NEG_INF)
+    for k, lev in enumerate(levels):
+        table[k, :lev.size] = lev
+    return _Curve(us, cs, ce, cn, pos, table, float(u.sum()), slack)
+
+
+def _concept_entries(voc: _Vocabulary, cv: _Curve):
+    """The defined concepts' patterns by position in the curve: (concepts, start of each
+    concept's run, positions, running support and centred sum within the run)."""
+    y = voc.ycsc
+    conc = np.flatnonzero(voc.defined)
+    sizes = np.diff(y.indptr)[conc]
+    col = np.repeat(np.arange(conc.size), sizes)
+    pos = cv.pos[np.concatenate([y.indices[y.indptr[c]:y.indptr[c + 1]] for c in conc])
+                 if conc.size else np.zeros(0, dtype=np.int64)]
+    order = np.lexsort((pos, col))
+    pos = pos[order]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    run_n = _run_cumsum(cv.cs[pos], starts, sizes)
+    run_e = _run_cumsum(cv.us[pos], starts, sizes)
+    return conc, starts, sizes, pos, run_n, run_e
+
+
+def _run_cumsum(x: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Cumulative sums restarting at each run (exact for integer-valued x)."""
+    total = np.cumsum(x)
+    before = np.repeat(total[starts] - x[starts], sizes) if x.size else total
+    return total - before
+
+
+def _subset_bounds(cv, sc, sd, thr, ent, n_f, e_f) -> np.ndarray:
+    """Bound per concept on unions ``F | W`` with ``W`` inside the concept's patterns
+    (``n_f``, ``e_f``: the forced set per concept): the knapsack over the run of the
+    concept's patterns, exactly at its breakpoints, with the segments' cheap bounds refined
+    where they matter (as in :func:`_prefix_bound`)."""
+    conc, starts, sizes, pos, run_n, run_e = ent
+    owner = np.repeat(np.arange(conc.size), sizes)
+    n1, e1 = n_f[owner] + run_n, e_f[owner] + cv.slack + run_e
+    best = sc.key_e(e_f + cv.slack, n_f, sd)
+    if pos.size:
+        np.maximum.at(best, owner, sc.key_e(e1, n1, sd))
+    us, cs = cv.us[pos], cv.cs[pos]
+    seg = cs >= 2
+    crude = np.where(seg, sc.crude(np.maximum(e1 - us, e1), n1 - cs, n1, sd), _NEG_INF)
+    refine = seg & (crude > np.maximum(best, thr)[owner])
+    bound = best.copy()
+    np.maximum.at(bound, owner[~refine], crude[~refine])
+    if refine.any():
+        i = np.flatnonzero(refine)
+        kin = _interior(n1[i] - cs[i], e1[i] - us[i], us[i], cs[i], sc,
+                        None if sd is None else np.full(i.size, sd))
+        np.maximum.at(bound, owner[i], kin)
+    return bound
+
+
+class _OutOfTime(Exception):
+    """The time budget ran out inside a unit's literal bounds."""
+
+
+def _complement_bounds(cv, sc, sd, thr, ent, n_f, e_f, deadline=math.inf,
+                       leaf: int = 16) -> np.ndarray:
+    """Bound per concept on unions ``F | W`` with ``W`` outside the concept's patterns: the
+    knapsack curve with the concept's patterns taken out is the unit's curve translated
+    on each run of positions between them, so ranges of segments are bounded from the
+    range-maximum table (:meth:`_Score.crude`) and split until short, then evaluated
+    exactly; ranges that cannot beat ``thr`` (or the concept's best so far) stop. Raises
+    :class:`_OutOfTime` past ``deadline``."""
+    conc, starts, sizes, pos, run_n, run_e = ent
+    m = cv.us.size
+    best = sc.key_e(e_f + cv.slack, n_f, sd)
+    bound = best.copy()
+    # intervals between the concept's positions: before each, after the last
+    owner = np.repeat(np.arange(conc.size), sizes + 1)
+    first = np.concatenate([[0], np.cumsum(sizes + 1)[:-1]]).astype(np.int64)
+    k = np.arange(owner.size) - first[owner]  # patterns of the concept before the interval
+    idx = starts[owner] + k - 1
+    prev = np.where(k > 0, pos[np.maximum(idx, 0)], -1)
+    nxt = np.where(k < sizes[owner], pos[np.minimum(idx + 1, pos.size - 1)], m)
+    a_n = np.where(k > 0, run_n[np.maximum(idx, 0)], 0.0)
+    a_e = np.where(k > 0, run_e[np.maximum(idx, 0)], 0.0)
+    i0, i1 = prev + 1, nxt - 1
+    dn, de = n_f[owner] - a_n, e_f[owner] - a_e
+    live = i0 <= i1
+    node, i0, i1, dn, de = owner[live], i0[live], i1[live], dn[live], de[live]
+    while node.size:
+        if time.perf_counter() > deadline:
+            raise _OutOfTime
+        b = sc.crude(cv.range_max(i0, i1 + 1) + de, cv.cn[i0] + dn, cv.cn[i1 + 1] + dn, sd)
+        keep = b > np.maximum(best[node], thr)
+        np.maximum.at(bound, node[~keep], b[~keep])
+        short = keep & (i1 - i0 < leaf)
+        if short.any():
+            rep, seg = _expand_ranges(i0[short], i1[short])
+            nd, dns, des = node[short][rep], dn[short][rep], de[short][rep]
+            e1, n1 = cv.ce[seg + 1] + des, cv.cn[seg + 1] + dns
+            np.maximum.at(best, nd, sc.key_e(e1, n1, sd))
+            e0, n0 = cv.ce[seg] + des, cv.cn[seg] + dns
+            crude = np.where(cv.cs[seg] >= 2, sc.crude(np.maximum(e0, e1), n0, n1, sd),
+                             _NEG_INF)
+            inner = crude > np.maximum(best[nd], thr)
+            np.maximum.at(bound, nd[~inner], crude[~inner])
+            if inner.any():
+                j = np.flatnonzero(inner)
+                kin = _interior(n0[j], e0[j], cv.us[seg[j]], cv.cs[seg[j]], sc,
+                                None if sd is None else np.full(j.size, sd))
+                np.maximum.at(best, nd[j], kin)
+        split = keep & ~short
+        mid = (i0[split] + i1[split]) // 2
+        node = np.concatenate([node[split], node[split]])
+        dn, de = np.concatenate([dn[split], dn[split]]), np.concatenate([de[split], de[split]])
+        i0, i1 = np.concatenate([i0[split], mid + 1]), np.concatenate([mid, i1[split]])
+    return np.maximum(bound, best)
+
+
+def _expand_ranges(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (range r, integer in ``a[r] .. b[r]``)."""
+    sizes = b - a + 1
+    rep = np.repeat(np.arange(a.size), sizes)
+    return rep, a[rep] + np.arange(rep.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+
+
+def _literal_nodes(voc, v, counts, sc, sd, thr, codes, deadline=math.inf):
     """Bounds (2, L) of the nodes ``(x, AND)`` (formulas inside literal ``x``: ``g & x``) and
-    ``(x, OR)`` (formulas containing it: ``g | x``) for the literal codes ``codes``."""
+    ``(x, OR)`` (formulas containing it: ``g | x``) for the literal codes ``codes``.
+
+    With ``x = c`` a concept, ``g & c`` are unions inside ``c``'s patterns and ``g | ~c``
+    the unions of ``~c`` with them (:func:`_subset_bounds`); ``g | c`` and ``g & ~c`` are
+    unions of ``c`` (or of nothing) with patterns outside ``c``
+    (:func:`_complement_bounds`). Both cost about the concept's patterns, not all M."""
+    cv = _unit_curve(v, counts, sc)
+    ent = _concept_entries(voc, cv)
+    conc = ent[0]
+    n_c = np.zeros(conc.size)
+    e_c = np.zeros(conc.size)
+    if ent[3].size:
+        last = ent[1] + ent[2] - 1
+        n_c, e_c = ent[4][last], ent[5][last]
+    zero = np.zeros(conc.size)
+    n = sc.n
+    fam = {  # (op, negated literal): bounds per defined concept
+        (0, False): _subset_bounds(cv, sc, sd, thr, ent, zero, zero),
+        (1, True): _subset_bounds(cv, sc, sd, thr, ent, n - n_c, cv.total - e_c),
+        (1, False): _complement_bounds(cv, sc, sd, thr, ent, n_c, e_c, deadline),
+        (0, True): _complement_bounds(cv, sc, sd, thr, ent, zero, zero, deadline),
+    }
+    where = np.full(voc.c, -1, dtype=np.int64)
+    where[conc] = np.arange(conc.size)
+    j = where[codes % voc.c]
+    neg = codes >= voc.c
+    out = np.full((2, codes.size), _NEG_INF)
+    for op in (0, 1):
+        out[op] = np.where(neg, fam[(op, True)][j], fam[(op, False)][j])
+    return out
+
+
+def _literal_nodes_dense(voc, v, counts, sc, sd, thr, codes):
+    """:func:`_literal_nodes` by dense masks over all patterns (a slower reference)."""
     u = sc.sign * (v - counts * sc.mu)
     order = np.argsort(-(u / counts), kind="stable")
     us, cs = u[order], counts[order]
@@ -979,7 +1168,10 @@ def _search_nodes(voc, v, counts, sc, sd, state: _UnitState, nodes, deadline) ->
 def _certify_unit(voc, v, counts, sc, sd, state: _UnitState, deadline) -> int:
     """Branch-and-bound of one unit past its ceiling; returns the stage reached."""
     codes = np.flatnonzero(np.concatenate([voc.defined, voc.defined]))
-    nb = _literal_nodes(voc, v, counts, sc, sd, state.thr, codes)
+    try:
+        nb = _literal_nodes(voc, v, counts, sc, sd, state.thr, codes, deadline)
+    except _OutOfTime:
+        return 0  # not reached: the ceiling stays the bound
     op, idx = np.nonzero(nb > state.thr)
     if idx.size == 0:
         state.complete = True
@@ -1047,7 +1239,8 @@ def branch_and_bound_length3(values, counts, matrix, n_samples: int, incumbent, 
         state = _UnitState(float(thr[u]))
         cert.stage[u] = _certify_unit(voc, values[:, u], counts, sc,
                                       None if sd is None else float(sd[u]), state, deadline)
-        _store_state(cert, u, state)
+        if cert.stage[u]:
+            _store_state(cert, u, state)
     cert.bound = _user_value(cert.bound, sc)
     cert.value = _user_value(cert.value, sc)
     cert.seconds = time.perf_counter() - t0
