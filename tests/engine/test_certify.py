@@ -24,6 +24,7 @@ from invert.engine.certify import (
     branch_and_bound_length3,
     ceiling,
     optimal_length2,
+    prepare_vocabulary,
     support_limits,
 )
 from invert.engine.formula import And, Literal, Or, formula_masks
@@ -250,12 +251,18 @@ def test_optimal_length2_equals_brute_force(seed):
     acts, y, lo, hi, mode = _case(seed)
     r2, counts, pmat = _patterns(acts, y)
     beam = 1 + seed % 5
-    matrix = sp.csr_matrix(pmat) if seed % 2 else pmat
+    matrix = [pmat, sp.csr_matrix(pmat), prepare_vocabulary(pmat, counts, acts.shape[0])][
+        seed % 3]
     res = optimal_length2(r2, counts, matrix, acts.shape[0], beam_size=beam,
                           min_fraction=lo, max_fraction=hi, mode=mode)
     want = _brute_top(y, acts, lo, hi, mode, beam)
     for k in range(acts.shape[1]):
         assert _got_top(res, k) == want[k], (k, mode, beam)
+    masks = res.masks(prepare_vocabulary(pmat, counts, acts.shape[0]))
+    np.testing.assert_array_equal(masks.sum(2) > 0, res.valid & (res.n1 > 0))
+    np.testing.assert_array_equal((masks * counts).sum(2), np.where(res.valid, res.n1, 0))
+    np.testing.assert_array_equal((masks * r2.T[:, None, :]).sum(2),
+                                  np.where(res.valid, res.s2, 0))
 
 
 @pytest.mark.parametrize("seed", SEEDS[:20])

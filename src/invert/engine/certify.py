@@ -47,7 +47,7 @@ from .._validate import bad, check_choice, check_fraction, check_int, check_inte
 
 __all__ = [
     "ceiling", "optimal_length2", "branch_and_bound_length3", "support_limits",
-    "Length2Result", "Length3Certificate",
+    "prepare_vocabulary", "PatternVocabulary", "Length2Result", "Length3Certificate", "STAGES",
 ]
 
 log = logging.getLogger(__name__)
@@ -360,8 +360,10 @@ _COARSE = 16
 
 
 @dataclass
-class _Vocabulary:
-    """The patterns' concept matrix, prepared for literal and pair sums.
+class PatternVocabulary:
+    """The patterns' concept matrix, prepared for literal and pair sums
+    (:func:`prepare_vocabulary`; the functions here accept it in place of ``matrix``, so a
+    search calling them per chunk of units prepares it once).
 
     ``pa < pb`` are the pairs of defined concepts that co-occur in some pattern (sorted, with
     ``pkeys = pa * C + pb``) and ``q`` (P, M) their pattern incidence, so that
@@ -438,7 +440,7 @@ def _cooccurring(y: sp.csr_matrix, defined: np.ndarray):
     return uk // c, uk % c, uk, q
 
 
-def _vocabulary(matrix, counts: np.ndarray, n: int) -> _Vocabulary:
+def _vocabulary(matrix, counts: np.ndarray, n: int) -> PatternVocabulary:
     """Prepare the (M, C) pattern matrix (dense or sparse) for :func:`_solve_pairs`."""
     y = sp.csr_matrix(matrix).astype(bool)
     y.sum_duplicates()
@@ -454,8 +456,26 @@ def _vocabulary(matrix, counts: np.ndarray, n: int) -> _Vocabulary:
     bstart = np.append(np.arange(0, bconc.size, _BUCKET), bconc.size)
     nb = bstart.size - 1
     cstart = np.append(np.arange(0, nb, _COARSE), nb)
-    return _Vocabulary(m, c, yt, y.tocsc(), n_concept, defined, pa, pb, pkeys, q, bconc,
+    return PatternVocabulary(m, c, yt, y.tocsc(), n_concept, defined, pa, pb, pkeys, q, bconc,
                        bstart, cstart)
+
+
+def prepare_vocabulary(matrix, counts, n_samples: int) -> PatternVocabulary:
+    """The (M, C) pattern label matrix prepared for :func:`optimal_length2` and
+    :func:`branch_and_bound_length3` (literal and co-occurring pair incidences, buckets);
+    pass it as their ``matrix`` to reuse it across chunks of units."""
+    counts = np.asarray(counts, dtype=np.float64).ravel()
+    matrix = _check_matrix(matrix, counts.size)
+    return _vocabulary(matrix, counts, check_int("n_samples", n_samples, minimum=1))
+
+
+def _as_vocabulary(matrix, counts: np.ndarray, n: int) -> PatternVocabulary:
+    if isinstance(matrix, PatternVocabulary):
+        if matrix.m != counts.size:
+            raise bad("matrix", f"a vocabulary of {counts.size} patterns",
+                      f"one of {matrix.m}", raw=True)
+        return matrix
+    return _vocabulary(_check_matrix(matrix, counts.size), counts, n)
 
 
 def _check_matrix(matrix, m: int):
@@ -552,7 +572,7 @@ def _order_key(c2: int, l1, l2, op):
     return c2 + (l1 * c2 + l2) * 2 + op
 
 
-def _literal_stats(voc: _Vocabulary, bt: _Batch):
+def _literal_stats(voc: PatternVocabulary, bt: _Batch):
     """Per-concept sums (C, J) and supports (C, 1|J) on Z, and Z's totals."""
     s_c = np.asarray(voc.yt @ bt.w)
     n_c = np.asarray(voc.yt @ bt.cnt)
@@ -714,7 +734,7 @@ def _add_disjoint(pool, voc, bt, sc, st, beam) -> None:
             _raise_thresholds(pool, bt.thr, beam, sc.auroc)
 
 
-def _solve_pairs(voc: _Vocabulary, bt: _Batch, sc: _Score, beam: int) -> _Pool:
+def _solve_pairs(voc: PatternVocabulary, bt: _Batch, sc: _Score, beam: int) -> _Pool:
     """Every formula ``F | (Z & g)`` with ``g`` of at most two literals whose key may be
     among the ``beam`` best of its problem (``bt.thr`` is raised on the way)."""
     pool = _Pool()
@@ -746,25 +766,18 @@ class Length2Result:
         """The best value of each unit (K,), NaN where no formula fits the limits."""
         return np.where(self.valid[:, 0], self.value[:, 0], np.nan)
 
-    def masks(self, matrix, unit: int) -> np.ndarray:
-        """Bool masks (B, M) over patterns of unit ``unit``'s formulas (False rows where
-        invalid), from the pattern matrix."""
-        voc = _vocabulary_for_masks(matrix)
-        out = np.zeros((self.lits.shape[1], voc.m), dtype=bool)
-        for r in np.flatnonzero(self.valid[unit]):
-            out[r] = voc.formula(self.lits[unit, r], self.ops[unit, r])
+    def masks(self, vocabulary: PatternVocabulary, units=None) -> np.ndarray:
+        """Bool masks (K', B, M) over patterns of the formulas of ``units`` (default all;
+        False rows where invalid), e.g. for the p-values of small supports."""
+        units = np.arange(self.lits.shape[0]) if units is None else np.asarray(units)
+        out = np.zeros((units.size, self.lits.shape[1], vocabulary.m), dtype=bool)
+        for i, u in enumerate(units):
+            for r in np.flatnonzero(self.valid[u]):
+                out[i, r] = vocabulary.formula(self.lits[u, r], self.ops[u, r])
         return out
 
 
-def _vocabulary_for_masks(matrix) -> _Vocabulary:
-    y = sp.csc_matrix(matrix).astype(bool)
-    m, c = y.shape
-    empty = np.zeros(0, dtype=np.int64)
-    return _Vocabulary(m, c, sp.csr_matrix((c, m)), y, np.zeros(c), np.ones(c, dtype=bool),
-                       empty, empty, empty, sp.csr_matrix((0, m)), empty, empty, empty)
-
-
-def _select(pool: _Pool, voc: _Vocabulary, j: int, beam: int) -> list[list[int]]:
+def _select(pool: _Pool, voc: PatternVocabulary, j: int, beam: int) -> list[list[int]]:
     """Per problem, the pool rows of the ``beam`` best distinct masks: by key, ties by
     order; a mask equal to an earlier one's is skipped (exact comparison)."""
     a = pool.arrays()
@@ -810,8 +823,8 @@ def optimal_length2(values, counts, matrix, n_samples: int, *, beam_size: int = 
     ----------
     values, counts, n_samples, min_fraction, max_fraction, mode, metric, sd
         As in :func:`ceiling`.
-    matrix : array or scipy.sparse matrix, shape (M, C)
-        The patterns' bool label rows.
+    matrix : array, scipy.sparse matrix or PatternVocabulary, shape (M, C)
+        The patterns' bool label rows (or them prepared by :func:`prepare_vocabulary`).
     beam_size : int, default 5
         Distinct formulas returned per unit.
     incumbent : array, shape (K,), optional
@@ -844,8 +857,7 @@ def optimal_length2(values, counts, matrix, n_samples: int, *, beam_size: int = 
     values, counts, n, sd, sc = _check_common(values, counts, n_samples, min_fraction,
                                               max_fraction, mode, metric, sd)
     beam = check_int("beam_size", beam_size, minimum=1)
-    matrix = _check_matrix(matrix, values.shape[0])
-    voc = _vocabulary(matrix, counts, n)
+    voc = _as_vocabulary(matrix, counts, n)
     m, k = values.shape
     thr0 = _key_of_value(np.nan if incumbent is None else incumbent, sc, k)
     thr0 = thr0 - _BOUND_SLACK * (1.0 + np.abs(thr0))
@@ -905,7 +917,7 @@ class _UnitState:
     complete: bool = False
 
 
-def _dense_literals(voc: _Vocabulary, codes: np.ndarray) -> np.ndarray:
+def _dense_literals(voc: PatternVocabulary, codes: np.ndarray) -> np.ndarray:
     """Bool masks (len(codes), M) of literal codes, from a cached dense copy of the matrix
     when it is small."""
     if voc.m * voc.c <= (1 << 26):
@@ -959,7 +971,7 @@ def _unit_curve(v: np.ndarray, counts: np.ndarray, sc: _Score) -> _Curve:
     return _Curve(us, cs, ce, cn, pos, table, float(u.sum()), slack)
 
 
-def _concept_entries(voc: _Vocabulary, cv: _Curve):
+def _concept_entries(voc: PatternVocabulary, cv: _Curve):
     """The defined concepts' patterns by position in the curve: (concepts, start of each
     concept's run, positions, running support and centred sum within the run)."""
     y = voc.ycsc
@@ -1220,11 +1232,10 @@ def branch_and_bound_length3(values, counts, matrix, n_samples: int, incumbent, 
     values, counts, n, sd, sc = _check_common(values, counts, n_samples, min_fraction,
                                               max_fraction, mode, metric, sd)
     budget = check_interval("time_budget", time_budget, 0.0, low_open=True)
-    matrix = _check_matrix(matrix, values.shape[0])
     t0 = time.perf_counter()
     deadline = t0 + budget
     k = values.shape[1]
-    voc = _vocabulary(matrix, counts, n)
+    voc = _as_vocabulary(matrix, counts, n)
     thr = _key_of_value(incumbent, sc, k)
     ceil_key = _ceiling_keys(values, counts, sc, sd)[0]
     cert = Length3Certificate(ceil_key <= thr, np.where(ceil_key <= thr, thr, ceil_key),
