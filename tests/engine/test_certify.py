@@ -408,6 +408,37 @@ def test_literal_node_bounds_cover_every_union_inside_or_around(seed):
             assert fast[1, i] >= around - tol and dense[1, i] >= around - tol
 
 
+@pytest.mark.parametrize("seed", SEEDS[:12])
+def test_branch_and_bound_point_biserial(seed):
+    acts, y, lo, hi, mode = _case(3000 + seed)
+    pats = _collapse(y)
+    m, n = len(pats.counts), acts.shape[0]
+    centred = acts - acts.mean(0)
+    sums = np.stack([np.bincount(pats.inverse, weights=centred[:, k], minlength=m)
+                     for k in range(acts.shape[1])], axis=1)
+    sd = np.sqrt((centred ** 2).mean(0))
+    forms = _formulas_length3(y)
+    if not forms:
+        return
+    masks = formula_masks(forms, y).astype(np.float64)
+    n1 = masks.sum(1)[:, None]
+    lo_n, hi_n = support_limits(n, lo, hi)
+    with np.errstate(all="ignore"):
+        r = (masks @ centred) / (sd * np.sqrt(n1 * (n - n1)))
+    r[((n1 < lo_n) | (n1 > hi_n))[:, 0]] = np.nan
+    best = _best(r, mode)
+    cert = branch_and_bound_length3(sums, pats.counts, np.asarray(pats.matrix), n,
+                                    np.full(3, np.nan), min_fraction=lo, max_fraction=hi,
+                                    mode=mode, metric="point_biserial", sd=sd,
+                                    time_budget=30.0)
+    assert cert.certified.all()
+    np.testing.assert_allclose(cert.value, best, atol=1e-12)
+    sign = 1.0 if mode == "positive" else -1.0
+    ok = np.isfinite(best)
+    assert np.all(sign * cert.bound[ok] >= sign * best[ok] - 1e-12)
+    assert np.all(np.abs(cert.bound[ok] - cert.value[ok]) <= 1e-8)
+
+
 def test_branch_and_bound_budget_gives_a_valid_bound():
     """With almost no time the units not reached keep the ceiling as their bound."""
     acts, y, lo, hi, mode = _case(5, max_concepts=6)

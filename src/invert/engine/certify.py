@@ -57,6 +57,9 @@ _NEG_INF = -math.inf
 _REL_ULP = 2.0 ** -50
 #: absolute slack when a float bound (not an exact key) is compared with a threshold
 _BOUND_SLACK = 1e-12
+#: point-biserial certificates close a bound within this much of the incumbent (their sums
+#: are floats, so the bounds carry room for rounding)
+_PB_TOL = 1e-9
 #: elements per temporary array in the vectorised stages (about 8 MiB of float64)
 _BLOCK_ELEMS = 1 << 20
 
@@ -909,6 +912,7 @@ class _UnitState:
     found, and the open nodes' bounds."""
 
     thr: float
+    tol: float = 0.0
     lits: tuple[int, ...] = ()
     ops: tuple[int, ...] = ()
     s2: float = np.nan
@@ -1147,7 +1151,7 @@ def _search_nodes(voc, v, counts, sc, sd, state: _UnitState, nodes, deadline) ->
     codes, opers, bounds = nodes
     done = 0
     while done < codes.size:
-        live = bounds[done:] > state.thr
+        live = bounds[done:] > state.thr + state.tol
         codes, opers, bounds = (np.concatenate([x[:done], x[done:][live]])
                                 for x in (codes, opers, bounds))
         if done >= codes.size or time.perf_counter() > deadline:
@@ -1173,7 +1177,7 @@ def _search_nodes(voc, v, counts, sc, sd, state: _UnitState, nodes, deadline) ->
                 a["n"][r])
         done = sl.stop
     rest = bounds[done:]
-    state.complete = rest.size == 0 or bool(np.all(rest <= state.thr))
+    state.complete = rest.size == 0 or bool(np.all(rest <= state.thr + state.tol))
     state.open_bound = float(rest.max()) if rest.size else _NEG_INF
 
 
@@ -1184,7 +1188,7 @@ def _certify_unit(voc, v, counts, sc, sd, state: _UnitState, deadline) -> int:
         nb = _literal_nodes(voc, v, counts, sc, sd, state.thr, codes, deadline)
     except _OutOfTime:
         return 0  # not reached: the ceiling stays the bound
-    op, idx = np.nonzero(nb > state.thr)
+    op, idx = np.nonzero(nb > state.thr + state.tol)
     if idx.size == 0:
         state.complete = True
         return 2
@@ -1227,7 +1231,8 @@ def branch_and_bound_length3(values, counts, matrix, n_samples: int, incumbent, 
     pruning), and each improvement raises the incumbent. A unit is certified when every node
     is closed; otherwise its bound is the largest bound of the nodes left open (or of the
     ceiling, for units not reached). Units are taken in order of their gap (ceiling minus
-    incumbent), smallest first.
+    incumbent), smallest first. Point-biserial bounds within 1e-9 of the incumbent count as
+    closed (their float sums carry room for rounding).
     """
     values, counts, n, sd, sc = _check_common(values, counts, n_samples, min_fraction,
                                               max_fraction, mode, metric, sd)
@@ -1237,17 +1242,18 @@ def branch_and_bound_length3(values, counts, matrix, n_samples: int, incumbent, 
     k = values.shape[1]
     voc = _as_vocabulary(matrix, counts, n)
     thr = _key_of_value(incumbent, sc, k)
+    tol = 0.0 if sc.auroc else _PB_TOL
     ceil_key = _ceiling_keys(values, counts, sc, sd)[0]
-    cert = Length3Certificate(ceil_key <= thr, np.where(ceil_key <= thr, thr, ceil_key),
+    done = ceil_key <= thr + tol
+    cert = Length3Certificate(done, np.where(done, np.maximum(thr, ceil_key), ceil_key),
                               thr.copy(), np.full((k, 3), -1, dtype=np.int64),
                               np.zeros((k, 3), dtype=np.int8), np.zeros(k, dtype=np.int64),
-                              np.full(k, np.nan), np.full(k, np.nan),
-                              np.where(ceil_key <= thr, 1, 0).astype(np.int8))
+                              np.full(k, np.nan), np.full(k, np.nan), done.astype(np.int8))
     todo = np.flatnonzero(~cert.certified)
     for u in todo[np.argsort(ceil_key[todo] - thr[todo], kind="stable")]:
         if time.perf_counter() > deadline:
             break
-        state = _UnitState(float(thr[u]))
+        state = _UnitState(float(thr[u]), tol)
         cert.stage[u] = _certify_unit(voc, values[:, u], counts, sc,
                                       None if sd is None else float(sd[u]), state, deadline)
         if cert.stage[u]:
