@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from invert.cli import main
+from invert.report import build_report
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
@@ -85,6 +86,63 @@ def test_small_report_in_browser(tmp_path):
                  "--length", "1"]) == 0
     check_report(out / "report" / "index.html", tmp_path, out / "report" / "units" / "a" /
                  "0.html")
+
+
+def _shot(page: Path, tmp: Path, name: str, size: str = "1400,1600") -> np.ndarray:
+    shot = tmp / name
+    res = chromium(page.as_uri(), tmp, f"--screenshot={shot}", f"--window-size={size}",
+                   "--hide-scrollbars")
+    assert shot.is_file(), res.stderr[-2000:]
+    assert console_errors(res.stderr) == []
+    with PIL.open(shot) as im:
+        px = np.asarray(im.convert("RGB"), dtype=np.float32)
+    assert px.std() > 10, "the screenshot is blank"
+    return px
+
+
+def test_full_report_in_browser(tmp_path):
+    """Holdout, permutation test, spatial maps, skipped images, concept sources and hostile
+    names: no console error, every feature in the DOM, nothing unescaped, screenshots."""
+    from report_runs import HOSTILE, small_run
+    from test_report_maps import _write_maps
+
+    extra = {"skipped_images": [{"path": "x/broken.png", "error": HOSTILE}],
+             "concept_sources": {"dog": {"word": "dogs", "path": "dogs"}}}
+    r = small_run(tmp_path / "out", images=tmp_path / "imgs", hostile=True, extra=extra)
+    _write_maps(r["out"], r["a"], crop=(40, 32))
+    index = build_report(r["out"], progress=False)
+    unit = r["out"] / "report" / "units" / "feat" / "0.html"
+    for page in (index, unit):
+        res = chromium(page.as_uri(), tmp_path, "--dump-dom")
+        assert res.returncode == 0 and console_errors(res.stderr) == []
+        dom = res.stdout
+        n_scripts = 1 if page == index else 0  # sort.js on the index, nothing else
+        assert dom.count("<script") == n_scripts and "<script>alert" not in dom
+        assert "&lt;script&gt;" in dom
+    dom = chromium(index.as_uri(), tmp_path, "--dump-dom").stdout
+    assert "units shown" in dom and 'aria-label="AUROC distribution"' in dom
+    assert ">q-value<" in dom and ">significant<" in dom and 'class="badge' in dom
+    assert "1 image skipped" in dom and '<td class="strip">' in dom
+    dom = chromium(unit.as_uri(), tmp_path, "--dump-dom").stdout
+    assert "Search split" in dom and "Held-out split" in dom and 'class="heat"' in dom
+    assert "from the word" in dom
+    _shot(index, tmp_path, "index.png")
+    px = _shot(unit, tmp_path, "unit.png")
+    red = (px[..., 0] > 180) & (px[..., 1] < 90) & (px[..., 2] < 90)
+    assert red.sum() > 20, "the heat maps are not drawn"
+
+
+def test_report_without_images_in_browser(tmp_path):
+    from report_runs import small_run
+
+    r = small_run(tmp_path / "out")
+    index = build_report(r["out"], progress=False)
+    unit = r["out"] / "report" / "units" / "feat" / "0.html"
+    for page in (index, unit):
+        res = chromium(page.as_uri(), tmp_path, "--dump-dom")
+        assert console_errors(res.stderr) == [] and "<img" not in res.stdout
+    assert 'class="chip' in chromium(unit.as_uri(), tmp_path, "--dump-dom").stdout
+    _shot(unit, tmp_path, "unit.png", "1200,1200")
 
 
 @pytest.mark.slow

@@ -5,10 +5,30 @@ Layout of ``OUT/``::
     explanations.jsonl     one record per unit: layer, unit, reason, explanations (best first)
     explanations.csv       one row per (layer, unit, rank); a unit without explanation: one row
     explanations.parquet   the same table (needs pandas + pyarrow)
-    run.json               parameters, layers (unit ids, labels), sample ids, invert version
+    run.json               parameters, layers (unit ids, labels, held-out samples), sample
+                           ids, invert version
     activations_<layer>.npy  (N, K) float32 activations of each layer, for the report
     concepts.npz, concepts.json  the concept set (:meth:`ConceptSet.save`)
     report/                the HTML report (:func:`invert.report.build_report`)
+
+Entries of ``run.json`` that the report reads besides those :func:`save_run` writes (each
+optional; other writers put them in through ``extra``):
+
+``skipped_images``
+    Images left out as unreadable: a list of relative paths, or of
+    ``{"path": str, "error": str}``.
+``concept_sources``
+    Where each concept came from: ``{concept name: {"word": str, "path": str}}`` (or a
+    list of such objects when several words gave one concept), e.g. the folder word
+    ``"toys"`` at path ``"toys"`` that gave ``toy.n.01``.
+layer ``"maps"``
+    The file of the layer's spatial maps (default ``maps_<slug>.npz``; the format is in
+    :mod:`invert.report.maps`).
+
+A layer's ``holdout_index`` (sorted positions of its held-out samples; the search split is
+the rest) is written for results of a holdout search (``holdout_index`` attribute).
+
+:func:`load_run` reads only files inside ``OUT`` (:mod:`invert.report.paths`).
 """
 
 from __future__ import annotations
@@ -29,6 +49,7 @@ from .._validate import bad
 from .._version import __version__
 from ..concepts import ConceptSet
 from ..engine.result import COLUMNS, ExplanationResult, json_safe
+from .paths import check_slug, file_inside
 
 __all__ = ["save_run", "load_run", "RunData", "layer_slug", "unit_slug", "RUN_FILE"]
 
@@ -163,9 +184,20 @@ def _save_layers(out: Path, results: Mapping[str, ExplanationResult],
             "unit_labels": None if labels is None else [str(x) for x in labels],
             "activations": act_file,
             "undefined_concepts": list(res.undefined_concepts),
-        })
+        } | _split_entry(res, n))
         records.extend(res.to_unit_records(layer))
     return layers_meta, records
+
+
+def _split_entry(res: ExplanationResult, n: int) -> dict[str, Any]:
+    """``{"holdout_index": [...]}`` for a result of a holdout search, else ``{}``."""
+    held = getattr(res, "holdout_index", None)
+    if held is None:
+        return {}
+    held = np.asarray(held, dtype=np.int64).ravel()
+    if held.size and (held.min() < 0 or held.max() >= n):
+        return {}
+    return {"holdout_index": np.unique(held).tolist()}
 
 
 def _write_tables(out: Path, frames: list[tuple[str, ExplanationResult]]) -> None:
@@ -188,6 +220,11 @@ def _write_tables(out: Path, frames: list[tuple[str, ExplanationResult]]) -> Non
         df.to_parquet(out / PARQUET_FILE, index=False)
     except ImportError:  # pragma: no cover - depends on the environment
         logger.warning("pyarrow is not installed: explanations.parquet not written")
+
+
+def _concepts_file(meta: dict[str, Any]) -> Any:
+    entry = meta.get("concepts")
+    return entry.get("file") if isinstance(entry, dict) else None
 
 
 @dataclass
@@ -217,7 +254,8 @@ def load_run(out: str | os.PathLike) -> RunData:
     FileNotFoundError
         When ``out`` has no ``run.json`` or a file it names is missing.
     invert._validate.InvalidParameterError
-        (a ``ValueError``) when ``run.json`` is not an invert run.
+        (a ``ValueError``) when ``run.json`` is not an invert run, names a file outside
+        ``out`` (symbolic links followed) or a layer slug that is not a plain file name.
     """
     out = Path(out)
     path = out / RUN_FILE
@@ -242,10 +280,12 @@ def load_run(out: str | os.PathLike) -> RunData:
             if line.strip():
                 rec = json.loads(line)
                 records.setdefault(rec["layer"], []).append(rec)
-    concepts = ConceptSet.load(out / meta["concepts"]["file"])
+    concepts = ConceptSet.load(file_inside(out, _concepts_file(meta), "run.json: concepts"))
     acts = {}
     for lay in meta["layers"]:
-        f = out / lay["activations"]
+        check_slug(lay.get("slug"), f"run.json: slug of layer {lay.get('name')!r}")
+        f = file_inside(out, lay.get("activations"),
+                        f"run.json: activations of layer {lay.get('name')!r}")
         if not f.is_file():
             raise FileNotFoundError(f"{f}: missing (needed to draw the report)")
         acts[lay["name"]] = np.load(f, mmap_mode="r")

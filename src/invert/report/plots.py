@@ -13,10 +13,11 @@ import numpy as np
 
 from ..trust.metrics import auroc_ci
 
-__all__ = ["auroc_ci", "roc_curve", "histogram_svg", "roc_svg"]
+__all__ = ["auroc_ci", "roc_curve", "histogram_svg", "roc_svg", "auroc_distribution_svg"]
 
 INSIDE = "#d95f02"
 OUTSIDE = "#1b9e77"
+HELD = "#7570b3"
 
 
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -129,3 +130,69 @@ def roc_svg(values: np.ndarray, mask: np.ndarray, auroc: float | None = None,
         f'transform="rotate(-90 10 {8 + p / 2})">true positive rate</text>'
         "</svg>"
     )
+
+
+def _bin_range(values: list[np.ndarray], step: float) -> tuple[float, int]:
+    """Lower edge (a multiple of 0.05, at most 0.5) and number of ``step`` bins up to 1."""
+    finite = [v[np.isfinite(v)] for v in values]
+    low = min([0.5] + [float(v.min()) for v in finite if v.size])
+    low = max(0.0, math.floor(low / 0.05 + 1e-9) * 0.05)
+    return low, max(1, round((1.0 - low) / step))
+
+
+def auroc_distribution_svg(aurocs, held_out=None, *, width: int = 360, height: int = 170,
+                           step: float = 0.025) -> str:
+    """Histogram of the units' best AUROCs (bars) and, when given, their held-out AUROCs
+    (an outline), in bins of ``step`` up to 1."""
+    series = [np.asarray(aurocs, dtype=np.float64)]
+    if held_out is not None:
+        series.append(np.asarray(held_out, dtype=np.float64))
+    low, bins = _bin_range(series, step)
+    edges = np.linspace(low, 1.0, bins + 1)
+    counts = [np.histogram(np.clip(v[np.isfinite(v)], low, 1.0), edges)[0] for v in series]
+    top = max(1, *(int(c.max(initial=0)) for c in counts))
+    ml, mr, mt, mb = 34, 8, 22, 30
+    pw, ph = width - ml - mr, height - mt - mb
+    bw = pw / bins
+    parts = [
+        f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" aria-label="AUROC distribution">',
+        f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#ccc"/>',
+    ]
+    for k, c in enumerate(counts[0]):
+        if c:
+            h = ph * c / top
+            parts.append(f'<rect x="{ml + k * bw + 0.5:.1f}" y="{mt + ph - h:.1f}" '
+                         f'width="{max(bw - 1, 0.5):.1f}" height="{h:.1f}" fill="{INSIDE}" '
+                         'fill-opacity="0.7"/>')
+    if len(counts) > 1:
+        pts = [f"M{ml},{mt + ph}"]
+        for k, c in enumerate(counts[1]):
+            y = mt + ph - ph * c / top
+            pts.append(f"L{ml + k * bw:.1f},{y:.1f}L{ml + (k + 1) * bw:.1f},{y:.1f}")
+        pts.append(f"L{ml + pw},{mt + ph}")
+        parts.append(f'<path d="{"".join(pts)}" fill="none" stroke="{HELD}" '
+                     'stroke-width="1.6"/>')
+    for x in np.arange(math.ceil(low * 10 - 1e-9) / 10, 1.0 + 1e-9, 0.1):
+        px = ml + pw * (x - low) / (1.0 - low)
+        parts.append(f'<text x="{px:.1f}" y="{mt + ph + 13}" font-size="10" '
+                     f'text-anchor="middle">{x:.1f}</text>')
+    parts += [
+        f'<text x="{ml + pw / 2}" y="{height - 3}" font-size="11" text-anchor="middle">'
+        "best AUROC per unit</text>",
+        f'<text x="{ml - 4}" y="{mt + 8}" font-size="10" text-anchor="end">{top}</text>',
+        f'<text x="{ml - 4}" y="{mt + ph}" font-size="10" text-anchor="end">0</text>',
+        f'<rect x="{ml + 4}" y="6" width="10" height="10" fill="{INSIDE}" fill-opacity="0.7"/>',
+        f'<text x="{ml + 18}" y="15" font-size="11">'
+        f'{"search split" if len(series) > 1 else "units"} (n={int(np.isfinite(series[0]).sum())})'
+        "</text>",
+    ]
+    if len(series) > 1:
+        parts += [
+            f'<line x1="{ml + pw / 2 + 10}" y1="11" x2="{ml + pw / 2 + 22}" y2="11" '
+            f'stroke="{HELD}" stroke-width="2"/>',
+            f'<text x="{ml + pw / 2 + 26}" y="15" font-size="11">held out '
+            f"(n={int(np.isfinite(series[1]).sum())})</text>",
+        ]
+    parts.append("</svg>")
+    return "".join(parts)

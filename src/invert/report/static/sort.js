@@ -10,7 +10,7 @@
     var body = table.tBodies[0];
     var rows = Array.prototype.slice.call(body.rows);
     var asc = !th.classList.contains("asc");
-    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (c) {
+    Array.prototype.forEach.call(table.tHead.rows[table.tHead.rows.length - 1].cells, function (c) {
       c.classList.remove("asc", "desc");
     });
     th.classList.add(asc ? "asc" : "desc");
@@ -26,7 +26,7 @@
   }
   function init() {
     document.querySelectorAll("table.sortable").forEach(function (table) {
-      Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, i) {
+      Array.prototype.forEach.call(table.tHead.rows[table.tHead.rows.length - 1].cells, function (th, i) {
         if (!th.classList.contains("sortable")) return;
         th.addEventListener("click", function () { sortBy(table, i, th); });
       });
