@@ -63,3 +63,65 @@ def test_model_output_without_select_is_a_clear_error(minilm):
     enc = encode_texts(tok, DOCS[:1])
     with pytest.raises(TypeError, match="last_hidden_state"):
         collect_activations(model, enc, "", progress=False)
+
+
+def test_each_batch_is_padded_to_its_own_longest_document(minilm):
+    model, tok = minilm
+    docs = ["Hi.", "Yes.", " ".join(["word"] * 40), "Ok then."]
+    enc = encode_texts(tok, docs)
+    widths = []
+    hook = model.embeddings.register_forward_pre_hook(
+        lambda _m, args, kw: widths.append(int(kw["input_ids"].shape[1])), with_kwargs=True)
+    try:
+        acts = collect_activations(model, enc, "embeddings", reduce="tokens", batch_size=2,
+                                   progress=False)
+    finally:
+        hook.remove()
+    lengths = enc["attention_mask"].sum(1).tolist()
+    assert widths == [max(lengths[:2]), max(lengths[2:])]
+    assert enc["input_ids"].shape[1] == max(lengths)  # the tensors stay padded to the longest
+    np.testing.assert_array_equal(acts.token_index, enc.rows())
+    with torch.no_grad():
+        h = model.embeddings(input_ids=enc["input_ids"],
+                             token_type_ids=enc["token_type_ids"]).numpy()
+    np.testing.assert_allclose(acts.values, h[enc["attention_mask"].numpy().astype(bool)],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_truncation_is_warned_with_a_count(minilm):
+    from invert.extract import TruncationWarning
+
+    _, tok = minilm
+    long = " ".join(["cat"] * 30)
+    with pytest.warns(TruncationWarning, match=r"2 of 3 documents are longer than "
+                                               r"max_length=16 tokens \(the longest has 33\)"):
+        enc = encode_texts(tok, [long, "A dog.", long + " dog"], max_length=16)
+    assert enc.truncated == [0, 2] and enc["input_ids"].shape[1] == 16
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert encode_texts(tok, ["A dog."]).truncated == []
+
+
+def test_offsets_special_tokens_and_rows_without_them(minilm):
+    model, tok = minilm
+    docs = ["The U.S. didn't\nsee it.", "Dogs bark."]
+    enc = encode_texts(tok, docs, keep_special=False)
+    assert "offset_mapping" not in enc and "special_tokens_mask" not in enc
+    assert enc.texts == docs and enc.offsets.shape == (*enc["input_ids"].shape, 2)
+    d, p = 0, enc.tokens[0].index("didn")
+    s, e = enc.offsets[d, p]
+    assert docs[0][s:e] == "didn"
+    assert enc.special_mask[0, 0] and not enc.special_mask[0, 1]
+    assert not enc.special_mask[1, -1]  # padding is not special
+    acts = collect_activations(model, enc, "embeddings", reduce="tokens", progress=False)
+    kept = {enc.tokens[d][p] for d, p in acts.token_index}
+    assert "[CLS]" not in kept and "[SEP]" not in kept and "[PAD]" not in kept
+    np.testing.assert_array_equal(acts.token_index, enc.rows())
+    assert acts.sample_ids[0] == (0, 1)
+    # document reductions still see every token, special ones included
+    mean = collect_activations(model, enc, "embeddings", reduce="mean", progress=False)
+    full = collect_activations(model, encode_texts(tok, docs), "embeddings", reduce="mean",
+                               progress=False)
+    np.testing.assert_allclose(mean.values, full.values, rtol=1e-5, atol=1e-6)

@@ -14,7 +14,8 @@ Modules: ``activations`` (the result type), ``hooks`` (forward hooks, layer name
 ``units`` (layer output to units: the registry of reductions), ``sources`` (data and
 batching), ``cache`` (the on-disk activation cache), ``collect`` (:func:`collect_activations`
 in stages), ``data`` (image and text loaders, offline models), ``onnx`` (ONNX Runtime unit
-sources).
+sources), ``sae`` (sparse-autoencoder encoders, :class:`SAE`), ``maps`` (spatial maps of the
+top samples, ``keep_maps=``).
 """
 
 from .activations import ActivationSet
@@ -24,6 +25,7 @@ from .data import (
     ImageFolder,
     ImageTransform,
     TokenizedTexts,
+    TruncationWarning,
     UnreadableImageError,
     efficientnet_lite0,
     encode_texts,
@@ -31,11 +33,13 @@ from .data import (
     minilm_l6,
 )
 from .hooks import hooked_outputs
+from .maps import SpatialMaps, read_maps, write_maps
 from .onnx import OnnxSession, OnnxUnitSource, onnx_unit_source
+from .sae import SAE
 
 __all__ = [
     "IMAGE_EXTENSIONS", "ActivationSet", "ImageFolder", "ImageTransform", "TokenizedTexts",
-    "UnreadableImageError", "collect_activations", "efficientnet_lite0", "encode_texts",
-    "hooked_outputs", "load_image_folder", "minilm_l6", "OnnxSession", "OnnxUnitSource",
-    "onnx_unit_source",
+    "TruncationWarning", "UnreadableImageError", "collect_activations", "efficientnet_lite0",
+    "encode_texts", "hooked_outputs", "load_image_folder", "minilm_l6", "OnnxSession",
+    "OnnxUnitSource", "onnx_unit_source", "SAE", "SpatialMaps", "read_maps", "write_maps",
 ]

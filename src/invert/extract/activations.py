@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .._validate import bad
+from .maps import SpatialMaps
 
 __all__ = ["ActivationSet"]
 
@@ -42,6 +43,13 @@ class ActivationSet:
         where document row indexes the input documents in order.
     cache_path : str or None
         The cache folder the values came from, if any.
+    maps : SpatialMaps or None
+        With ``keep_maps=T``: the spatial maps of each unit's top ``T`` samples
+        (:class:`invert.extract.SpatialMaps`).
+    row_kind : str or None
+        What a row is when it is not a sample: ``"piece"`` for one row per tokenizer token
+        (``reduce="tokens"``). Token concepts built for these rows carry the same kind, so
+        rows of another kind (e.g. spaCy tokens) are not matched against them by mistake.
 
     Examples
     --------
@@ -58,6 +66,8 @@ class ActivationSet:
     reduction: str
     token_index: np.ndarray | None = None
     cache_path: str | None = None
+    maps: SpatialMaps | None = None
+    row_kind: str | None = None
 
     def __post_init__(self) -> None:
         if self.values.ndim != 2:

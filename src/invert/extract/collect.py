@@ -27,6 +27,8 @@ from .._validate import InvalidParameterError, bad, check_choice, check_int
 from . import cache as _cache
 from .activations import ActivationSet
 from .hooks import StopForward, hooked_outputs, resolve_modules
+from .maps import MapKeeper, SpatialMaps
+from .sae import SAE
 from .sources import (
     Batch,
     Prefetcher,
@@ -37,16 +39,24 @@ from .sources import (
     pin,
     rows,
     sample_ids,
-    split,
+    split_rows,
     to_device,
 )
-from .units import LAYOUTS, LayerInfo, Layout, Reduce, UnitSpec, compute_units, parse_reduce
+from .units import (
+    LAYOUTS,
+    LayerInfo,
+    Layout,
+    Reduce,
+    UnitSpec,
+    compute_units_and_maps,
+    parse_reduce,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ActivationSet", "collect_activations", "hooked_outputs"]
 
-Unit = str | Callable[[Any], Any]
+Unit = str | Callable[[Any], Any] | SAE
 
 
 # =========================================================================================
@@ -66,12 +76,18 @@ class _Plan:
     ac_dtype: torch.dtype | None
     batch_size: int
 
+    @property
+    def keep_maps(self) -> int:
+        return self.spec.keep_maps
+
     def pick(self, sets: dict[str, ActivationSet]) -> ActivationSet | dict[str, ActivationSet]:
         return sets[self.names[0]] if self.single else sets
 
 
-def _parse_layers(layers: Any) -> tuple[bool, list[str], dict[str, Callable[[Any], Any]]]:
-    single = isinstance(layers, str) or callable(layers)
+def _parse_layers(layers: Any
+                  ) -> tuple[bool, list[str], dict[str, Callable[[Any], Any]], dict[str, SAE]]:
+    """``(single, names, callable sources, {layer: SAE} of the SAEs among the layers)``."""
+    single = isinstance(layers, str | SAE) or callable(layers)
     try:
         layer_list = [layers] if single else list(layers)
     except TypeError:
@@ -80,8 +96,15 @@ def _parse_layers(layers: Any) -> tuple[bool, list[str], dict[str, Callable[[Any
         raise bad("layers", "a layer name, a callable or a non-empty list", layer_list)
     names: list[str] = []
     fns: dict[str, Callable[[Any], Any]] = {}
+    saes: dict[str, SAE] = {}
     for lay in layer_list:
-        if isinstance(lay, str):
+        if isinstance(lay, SAE):
+            if lay.layer is None:
+                raise bad("layers", "an SAE that names the layer it reads (sae.at('layer'))",
+                          lay)
+            names.append(lay.layer)
+            saes[lay.layer] = lay
+        elif isinstance(lay, str):
             names.append(lay)
         elif callable(lay):
             nm = getattr(lay, "__name__", type(lay).__name__)
@@ -91,7 +114,7 @@ def _parse_layers(layers: Any) -> tuple[bool, list[str], dict[str, Callable[[Any
             raise bad("layers", "str or callable entries", type(lay).__name__, raw=True)
     if len(set(names)) != len(names):
         raise bad("layers", "distinct names", names)
-    return single, names, fns
+    return single, names, fns, saes
 
 
 def _check_model(model: Any, hooked: Sequence[str]) -> None:
@@ -119,14 +142,25 @@ def _parse_device(device: Any, model: torch.nn.Module | None) -> torch.device:
 
 
 def _parse_directions(directions: Any, names: list[str], hooked: list[str],
-                      dev: torch.device) -> dict[str, torch.Tensor]:
+                      dev: torch.device, saes: Mapping[str, SAE]) -> dict[str, Any]:
+    """``{layer: (D, K) tensor or SAE}`` on the device, the SAEs given among the layers too."""
     if directions is None:
-        return {}
-    raw = directions if isinstance(directions, Mapping) else {n: directions for n in hooked}
-    dirs: dict[str, torch.Tensor] = {}
+        raw: Mapping[str, Any] = {}
+    elif isinstance(directions, Mapping):
+        raw = directions
+    else:
+        raw = {n: directions for n in hooked}
+    both = sorted(set(raw) & set(saes))
+    if both:
+        raise InvalidParameterError(
+            f"directions: layers {both} are given an SAE in layers and directions too")
+    dirs: dict[str, Any] = {n: sae.to(dev) for n, sae in saes.items()}
     for nm, W in raw.items():
         if nm not in names:
             raise InvalidParameterError(f"directions: key {nm!r} is not one of layers {names}")
+        if isinstance(W, SAE):
+            dirs[nm] = W.to(dev)
+            continue
         Wt = torch.as_tensor(np.asarray(W) if not isinstance(W, torch.Tensor) else W)
         if Wt.ndim != 2:
             raise bad("directions", "a 2-D (D, K) matrix", f"shape {tuple(Wt.shape)}", raw=True)
@@ -148,9 +182,9 @@ def _parse_autocast(autocast: Any, dev: torch.device) -> torch.dtype | None:
 
 def _plan(model: Any, layers: Any, *, reduce: Reduce, batch_size: Any, device: Any,
           directions: Any, layout: Any, select: Any, autocast: Any, num_workers: Any,
-          prefetch: Any) -> _Plan:
+          prefetch: Any, keep_maps: Any) -> _Plan:
     """Every argument checked (in the order of the signature), before any work."""
-    single, names, fns = _parse_layers(layers)
+    single, names, fns, saes = _parse_layers(layers)
     hooked = [n for n in names if n not in fns]
     _check_model(model, hooked)
     red, q = parse_reduce(reduce)
@@ -158,10 +192,12 @@ def _plan(model: Any, layers: Any, *, reduce: Reduce, batch_size: Any, device: A
     check_choice("layout", layout, LAYOUTS)
     check_int("num_workers", num_workers, minimum=0)
     check_int("prefetch", prefetch, minimum=0)
+    keep_maps = check_int("keep_maps", keep_maps, minimum=0)
     dev = _parse_device(device, model)
-    dirs = _parse_directions(directions, names, hooked, dev)
+    dirs = _parse_directions(directions, names, hooked, dev, saes)
     ac_dtype = _parse_autocast(autocast, dev)
-    return _Plan(single, names, fns, hooked, UnitSpec(red, q, layout, select, dirs), dev,
+    spec = UnitSpec(red, q, layout, select, dirs, keep_maps)
+    return _Plan(single, names, fns, hooked, spec, dev,
                  model is not None and device is not None, ac_dtype, batch_size)
 
 
@@ -172,10 +208,11 @@ def _run_fingerprint(model: torch.nn.Module | None, plan: _Plan, forward: Any) -
     """Hash of everything but the data that changes the result (part of the cache key).
 
     Do not change: the key must stay what invert 0.1.0 computed, so old caches are still hit
-    (``tests/extract/test_cache_compat.py``).
+    (``tests/extract/test_cache_compat.py``). What was added since (SAEs, ``keep_maps``)
+    enters the hash only when used.
     """
     spec = plan.spec
-    return _cache.Fingerprint().update(
+    fp = _cache.Fingerprint().update(
         "invert", _cache.invert_version(),
         "model", _cache.fingerprint_module(model) if model is not None else None,
         "layers", [(n, _cache.fingerprint_callable(plan.fns[n]) if n in plan.fns else None)
@@ -184,9 +221,13 @@ def _run_fingerprint(model: torch.nn.Module | None, plan: _Plan, forward: Any) -
         "select", _cache.fingerprint_callable(spec.select) if callable(spec.select)
         else spec.select,
         "forward", _cache.fingerprint_callable(forward) if forward is not None else None,
-        "directions", {k: v.cpu() for k, v in spec.directions.items()},
+        "directions", {k: v.cache_key() if isinstance(v, SAE) else v.cpu()
+                       for k, v in spec.directions.items()},
         "autocast", str(plan.ac_dtype), "batch_size", plan.batch_size, "dtype", "float32",
-    ).hexdigest()
+    )
+    if spec.keep_maps:
+        fp.update("keep_maps", spec.keep_maps)
+    return fp.hexdigest()
 
 
 class _Cache:
@@ -255,14 +296,15 @@ def _try_cached_result(
         return None
     try:
         record, arrs = store.read_result(verify=verify)
-        if list(record["layers"]) != list(names):
+        if set(record["layers"]) != set(names):  # JSON keys come back sorted
             raise _cache.CacheCorruptError("layer list differs")
     except (_cache.CacheCorruptError, KeyError) as e:
         logger.warning("cache %s is corrupt (%s); rebuilding it", store.dir, e)
         store.invalidate_result()
         return None
     logger.info("activations found in cache %s", store.dir)
-    return _sets_from_record(store, record, arrs), list(record.get("digests", []))
+    sets = _sets_from_record(store, record, arrs)
+    return {n: sets[n] for n in names}, list(record.get("digests", []))
 
 
 # =========================================================================================
@@ -276,10 +318,10 @@ def _default_forward(model: torch.nn.Module, inputs: Any) -> Any:
 
 def _prepare(raw: Any, pin_memory: bool, digest: bool) -> Batch:
     """A raw batch made ready for the model (runs in the prefetch thread)."""
-    inputs, mask = split(raw)
+    inputs, mask, row_mask = split_rows(raw)
     if pin_memory:  # page-locked host memory: the copy to the GPU overlaps compute
         inputs = pin(inputs)
-    b = Batch(inputs, rows(inputs), mask)
+    b = Batch(inputs, rows(inputs), mask, row_mask=row_mask)
     if digest:
         b.digest = _cache.batch_digest(inputs)
     return b
@@ -296,15 +338,31 @@ class _BatchRunner:
         self.infos = infos
         self.hooks: dict[str, Any] = {}  # filled by hooked_outputs during the forward pass
         self.mask: torch.Tensor | None = None  # attention mask of the batch being run
+        self.row_mask: torch.Tensor | None = None  # rows reduce="tokens" keeps, if set apart
+        self.keepers: dict[str, MapKeeper] = {}  # layers whose spatial maps are kept
 
     def on_output(self, name: str, out: Any) -> Any:
         """Hook callback: the layer's units, computed on the device inside the forward pass."""
-        return compute_units(name, out, self.plan.spec, self.mask, self.infos[name])
+        return compute_units_and_maps(name, out, self.plan.spec, self._mask(), self.infos[name])
 
-    def __call__(self, batch: Batch) -> dict[str, np.ndarray]:
+    def _mask(self) -> torch.Tensor | None:
+        """The mask of the rows: for one row per token, the batch's row mask when it has one
+        (special tokens left out), else the attention mask."""
+        if self.row_mask is not None and self.plan.spec.reduce in ("tokens", "none"):
+            return self.row_mask
+        return self.mask
+
+    def maps(self) -> dict[str, SpatialMaps]:
+        """The spatial maps kept so far, per layer."""
+        return {n: k.result(self.infos[n].unit_ids) for n, k in self.keepers.items()
+                if k.values is not None}
+
+    def __call__(self, batch: Batch, offset: int = 0) -> dict[str, np.ndarray]:
+        """The units of one batch whose first sample is row ``offset`` of the data set."""
         plan, dev = self.plan, self.plan.device
         inputs = to_device(batch.inputs, dev)
         self.mask = to_device(batch.mask, dev) if batch.mask is not None else None
+        self.row_mask = to_device(batch.row_mask, dev) if batch.row_mask is not None else None
         ac = (torch.autocast(dev.type, dtype=plan.ac_dtype) if plan.ac_dtype is not None
               else contextlib.nullcontext())
         self.hooks.clear()
@@ -312,11 +370,12 @@ class _BatchRunner:
             if len(plan.fns) < len(plan.names):
                 with contextlib.suppress(StopForward):
                     self.forward(self.model, inputs)  # type: ignore[arg-type]
-            fn_out = {n: compute_units(n, as_tensor(f(inputs)), plan.spec, self.mask,
-                                       self.infos[n]) for n, f in plan.fns.items()}
-        return self._arrays(fn_out)
+            fn_out = {n: compute_units_and_maps(n, as_tensor(f(inputs)), plan.spec, self._mask(),
+                                                self.infos[n]) for n, f in plan.fns.items()}
+            arrays = self._arrays(fn_out, offset)
+        return arrays
 
-    def _arrays(self, fn_out: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def _arrays(self, fn_out: Mapping[str, Any], offset: int) -> dict[str, np.ndarray]:
         arrays: dict[str, np.ndarray] = {}
         tok = None
         for n in self.plan.names:
@@ -326,8 +385,10 @@ class _BatchRunner:
                     f"layers: layer {n!r} was not called during the forward pass (is it used "
                     "by model.forward for these inputs?)"
                 )
-            y, t = got
+            y, t, maps = got
             arrays[n] = y.detach().float().cpu().numpy()
+            if maps is not None:
+                self.keepers.setdefault(n, MapKeeper(self.plan.keep_maps)).update(y, maps, offset)
             if t is not None:
                 tok = t
         n_rows = {n: a.shape[0] for n, a in arrays.items()}
@@ -373,6 +434,7 @@ class _Collected:
     n_done: int = 0
     digests: list[str | None] = field(default_factory=list)
     recomputed: int = 0
+    maps: dict[str, SpatialMaps] = field(default_factory=dict)  # keep_maps: per layer
 
 
 def _restore_infos(infos: dict[str, LayerInfo], meta: Mapping[str, Any]) -> None:
@@ -388,13 +450,14 @@ def _one_batch(i: int, batch: Batch, run: _BatchRunner, cache: _Cache | None,
     if cache is not None and cache.store is None:  # a stream: keyed by its first batch
         cache.open("stream:" + str(batch.digest))
     got.digests.append(batch.digest)
-    hit = cache.read(i, batch) if cache is not None else None
+    # with keep_maps every batch runs: a cached shard holds no maps
+    hit = cache.read(i, batch) if cache is not None and not run.plan.keep_maps else None
     if hit is not None:
         arrays, meta = hit
         _restore_infos(got.infos, meta)
     else:
         got.recomputed += 1
-        arrays = run(batch)
+        arrays = run(batch, got.n_done)
         if "__tok" in arrays:
             arrays["__tok"][:, 0] += got.n_done  # global document row
         if cache is not None:
@@ -428,6 +491,10 @@ def _run_batches(model: torch.nn.Module | None, plan: _Plan, source: Source,
             _one_batch(i, batch, run, cache, got)
             if tick is not None:
                 tick(got.n_done, source.n)
+    got.maps = run.maps()
+    if plan.keep_maps and not got.maps:
+        logger.warning("keep_maps=%d: none of the layers %s is a feature map reduced per "
+                       "channel, so no spatial maps were kept", plan.keep_maps, plan.names)
     return got
 
 
@@ -435,13 +502,30 @@ def _run_batches(model: torch.nn.Module | None, plan: _Plan, source: Source,
 # Stages 4 and 5: consolidate the cache, build the sets
 # =========================================================================================
 def _make_set(vals: np.ndarray, name: str, info: LayerInfo, doc_ids: list[Any],
-              tok: np.ndarray | None, path: str | None) -> ActivationSet:
+              tok: np.ndarray | None, path: str | None,
+              maps: SpatialMaps | None = None) -> ActivationSet:
     if tok is not None:
         ids: list[Any] = [(doc_ids[int(d)], int(p)) for d, p in tok]
     else:
         ids = doc_ids
     return ActivationSet(vals, name, list(info.unit_ids), ids, info.reduction,
-                         token_index=tok, cache_path=path)
+                         token_index=tok, cache_path=path, maps=maps,
+                         row_kind="piece" if tok is not None else None)
+
+
+#: Keys of the spatial maps of a layer in the cached result (``__``: stored as int64).
+def _map_keys(name: str) -> tuple[str, str, str]:
+    return f"maps:{name}", f"__maps_samples:{name}", f"maps_values:{name}"
+
+
+def _maps_from_record(name: str, li: Mapping[str, Any], arrs: Mapping[str, np.ndarray]
+                      ) -> SpatialMaps | None:
+    maps_k, samples_k, values_k = _map_keys(name)
+    if "maps_units" not in li or maps_k not in arrs:
+        return None
+    return SpatialMaps(list(li["maps_units"]), np.asarray(arrs[samples_k], dtype=np.int64),
+                       np.asarray(arrs[maps_k]).astype(np.float16),
+                       np.asarray(arrs[values_k], dtype=np.float32))
 
 
 def _sets_from_record(
@@ -449,20 +533,47 @@ def _sets_from_record(
 ) -> dict[str, ActivationSet]:
     tok = arrs.get("__tok")
     tok = np.asarray(tok) if tok is not None else None
+    ids = _ids_from_json(record["sample_ids"])
     out = {}
     for n, li in record["layers"].items():
         info = LayerInfo(li["reduction"], list(li["unit_ids"]))
-        out[n] = _make_set(arrs[n], n, info, list(record["sample_ids"]), tok, str(store.dir))
+        out[n] = _make_set(arrs[n], n, info, ids, tok, str(store.dir),
+                           _maps_from_record(n, li, arrs))
     return out
+
+
+def _jsonable_id(i: Any) -> Any:
+    """A sample id as JSON: tuples as lists (read back as tuples), other objects as str."""
+    if isinstance(i, np.generic):
+        i = i.item()
+    if isinstance(i, tuple | list):
+        return [_jsonable_id(x) for x in i]
+    return i if isinstance(i, str | int | float) or i is None else str(i)
 
 
 def _jsonable_ids(ids: list[Any]) -> list[Any]:
-    out = []
-    for i in ids:
-        if isinstance(i, np.generic):
-            i = i.item()
-        out.append(i if isinstance(i, str | int | float) else str(i))
-    return out
+    return [_jsonable_id(i) for i in ids]
+
+
+def _id_from_json(i: Any) -> Any:
+    return tuple(_id_from_json(x) for x in i) if isinstance(i, list) else i
+
+
+def _ids_from_json(ids: Sequence[Any]) -> list[Any]:
+    """Sample ids read from a cached result: JSON lists back to the tuples they were."""
+    return [_id_from_json(i) for i in ids]
+
+
+def _map_arrays(maps: Mapping[str, SpatialMaps]
+                ) -> tuple[dict[str, list[np.ndarray]], dict[str, tuple[int, ...]]]:
+    """The spatial maps as arrays of the cached result, and their shapes."""
+    arrays: dict[str, list[np.ndarray]] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for n, m in maps.items():
+        for key, a in zip(_map_keys(n), (m.maps, m.samples, m.values), strict=True):
+            arrays[key] = [np.asarray(a)]
+            shapes[key] = tuple(a.shape)
+    return arrays, shapes
 
 
 def _consolidate(
@@ -472,8 +583,10 @@ def _consolidate(
     ids: list[Any],
     infos: dict[str, LayerInfo],
     digests: list[str | None] | None,
+    maps: Mapping[str, SpatialMaps],
 ) -> dict[str, ActivationSet]:
-    """Stream the shards of batches ``0..n_batches-1`` into consolidated ``.npy`` files."""
+    """Stream the shards of batches ``0..n_batches-1`` into consolidated ``.npy`` files (the
+    spatial maps, when kept, beside them)."""
     keys = list(names)
     n_rows = 0
     has_tok = False
@@ -497,17 +610,19 @@ def _consolidate(
                 raise _cache.CacheCorruptError(f"cache shard {i} of {store.dir} broke")
             yield got[0][k]
 
-    info = {
-        "layers": {n: {"reduction": infos[n].reduction, "unit_ids": infos[n].unit_ids}
-                   for n in names},
-        "sample_ids": _jsonable_ids(ids),
-        "digests": digests or [],
-    }
-    store.write_result({k: blocks(k) for k in keys}, shapes, info)
+    layers: dict[str, dict[str, Any]] = {
+        n: {"reduction": infos[n].reduction, "unit_ids": infos[n].unit_ids} for n in names}
+    for n, m in maps.items():
+        layers[n]["maps_units"] = m.units
+    info = {"layers": layers, "sample_ids": _jsonable_ids(ids), "digests": digests or []}
+    map_arrays, map_shapes = _map_arrays(maps)
+    store.write_result({**{k: blocks(k) for k in keys}, **map_arrays},
+                       {**shapes, **map_shapes}, info)
     if digests is None:  # data with a content fingerprint: shards are no longer needed
         store.clear_shards()
     record, arrs = store.read_result(verify=False)
-    return _sets_from_record(store, record, arrs)
+    sets = _sets_from_record(store, record, arrs)
+    return {n: sets[n] for n in names}
 
 
 def _build_sets(got: _Collected, plan: _Plan, source: Source, cache: _Cache | None
@@ -519,7 +634,8 @@ def _build_sets(got: _Collected, plan: _Plan, source: Source, cache: _Cache | No
     ids = sample_ids(source, got.n_done)
     if cache is None:
         tok = np.concatenate(got.blocks["__tok"]) if "__tok" in got.blocks else None
-        return {n: _make_set(np.concatenate(got.blocks[n]), n, got.infos[n], ids, tok, None)
+        return {n: _make_set(np.concatenate(got.blocks[n]), n, got.infos[n], ids, tok, None,
+                             got.maps.get(n))
                 for n in plan.names}
     store = cache.store
     assert store is not None
@@ -529,7 +645,7 @@ def _build_sets(got: _Collected, plan: _Plan, source: Source, cache: _Cache | No
         logger.info("activations loaded from cache %s (all batches verified)", store.dir)
         return cache.cached[0]
     return _consolidate(store, plan.names, len(got.digests), ids, got.infos,
-                        got.digests if cache.stream else None)
+                        got.digests if cache.stream else None, got.maps)
 
 
 # =========================================================================================
@@ -557,6 +673,7 @@ def collect_activations(
     eval_mode: bool = True,
     stop_early: bool = True,
     verify_cache: bool = True,
+    keep_maps: int = 0,
 ) -> ActivationSet | dict[str, ActivationSet]:
     """Run ``model`` over ``data`` and record the units of one or more named layers.
 
@@ -576,8 +693,10 @@ def collect_activations(
         Names from ``model.named_modules()`` (``""`` is the model output, e.g. logits). An
         unknown name raises ``ValueError`` listing the closest names. A callable
         ``fn(inputs) -> (batch, K)`` is a unit source of its own (e.g. a hand-written feature),
-        named by its ``__name__``. A single str / callable returns one :class:`ActivationSet`; a
-        list returns ``{name: ActivationSet}`` filled from one forward pass per batch.
+        named by its ``__name__``. An :class:`~invert.extract.SAE` that names its layer
+        (``sae.at("encoder.layer.3.output")``) records that layer's SAE features. A single
+        str / callable / SAE returns one :class:`ActivationSet`; a list returns
+        ``{name: ActivationSet}`` filled from one forward pass per batch.
     reduce : str, float, tuple or None
         Feature maps ``(N, C, *spatial)``: ``"mean"``, ``"max"``, a quantile ``q`` (float in
         [0, 1] or ``("quantile", q)``), or ``"none"``/``None`` to keep every position (units
@@ -604,6 +723,9 @@ def collect_activations(
         Linear directions (SAE encoder, probe weights, concept vectors) applied to the
         feature axis of a layer's output before reduction: ``(N, D) @ (D, K)``; for feature
         maps per position over channels; for tokens per token. A dict maps layer -> matrix.
+        An :class:`~invert.extract.SAE` in place of a matrix gives its features as they fire
+        (bias, pre-encoder bias and ReLU / TopK / JumpReLU applied; unit ids its ``names``;
+        reduction label ``"sae(<activation>)+..."``).
     layout : {"auto", "dense", "channels", "tokens"}
         How to read outputs: ``"auto"`` treats 2-D as dense, 3-D as tokens ``(N, T, D)`` and
         4-D+ as feature maps ``(N, C, ...)``. Use ``"channels"`` for conv1d ``(N, C, L)``.
@@ -634,6 +756,14 @@ def collect_activations(
         Skip the rest of the forward pass once all requested layers have fired.
     verify_cache : bool
         Check the SHA-1 of cached arrays before using them (reads each file once).
+    keep_maps : int
+        For feature-map layers ``(N, C, H, W)`` reduced by ``mean`` / ``max`` / a quantile:
+        keep the spatial maps of each channel's ``keep_maps`` top-activating samples (a
+        running top list per channel, memory ``O(C * keep_maps * H * W)``), as the set's
+        ``maps`` (:class:`~invert.extract.SpatialMaps`; write them with
+        :func:`~invert.extract.write_maps`). Other layers get ``maps=None``. With a cache the
+        maps are stored in the result (a cache entry of its own); every batch is run, as
+        cached shards hold no maps.
 
     Returns
     -------
@@ -671,7 +801,7 @@ def collect_activations(
     """
     plan = _plan(model, layers, reduce=reduce, batch_size=batch_size, device=device,
                  directions=directions, layout=layout, select=select, autocast=autocast,
-                 num_workers=num_workers, prefetch=prefetch)
+                 num_workers=num_workers, prefetch=prefetch, keep_maps=keep_maps)
     source = make_source(data, plan.batch_size, num_workers, transform,
                          plan.device.type == "cuda")
     cache = _open_cache(cache_dir, model, plan, source, forward, cache_key, verify_cache)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from .._files import IMAGE_EXTENSIONS
-from .._validate import InvalidParameterError, bad, check_choice
+from .._validate import InvalidParameterError, bad, check_bool, check_choice, check_int
 from . import cache as _cache
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ __all__ = [
     "ImageFolder",
     "ImageTransform",
     "TokenizedTexts",
+    "TruncationWarning",
     "UnreadableImageError",
     "efficientnet_lite0",
     "encode_texts",
@@ -360,18 +362,93 @@ def minilm_l6() -> tuple[torch.nn.Module, Any]:
     return model, tok
 
 
+class TruncationWarning(UserWarning):
+    """:func:`encode_texts` cut some documents at ``max_length`` tokens."""
+
+
 class TokenizedTexts(dict):  # type: ignore[type-arg]
     """Tokeniser output (``input_ids``, ``attention_mask``, ... as tensors) plus alignment.
 
-    A ``dict`` of tensors, so it is valid ``data`` for :func:`invert.collect_activations`.
-    Extra attributes: ``sample_ids`` (document ids), ``tokens[d][t]`` (token strings) and
-    ``word_ids[d][t]`` (index of the word a token belongs to, ``None`` for special and
-    padding tokens), to line token-level concepts up with ``ActivationSet.token_index``.
+    A ``dict`` of tensors, so it is valid ``data`` for :func:`invert.collect_activations`
+    (and ``model(**enc)`` works). The tensors are padded to the longest document, but
+    :func:`invert.collect_activations` runs each batch cut to its own longest document
+    (``pad_per_batch``). Extra attributes:
+
+    ``sample_ids``
+        Document ids.
+    ``tokens[d][t]``
+        Token strings (padding included).
+    ``word_ids[d][t]``
+        Index of the word a token belongs to (``None`` for special and padding tokens).
+    ``offsets``
+        ``(N, T, 2)`` int64 character span ``[start, end)`` of each token in its document
+        (``(0, 0)`` for special and padding tokens); ``None`` for slow tokenizers or words
+        given pre-split.
+    ``special_mask``
+        ``(N, T)`` bool: special tokens (``[CLS]``, ``[SEP]``, ...), padding excluded.
+    ``row_mask``
+        ``(N, T)`` bool: the rows ``reduce="tokens"`` gives, in row-major order: the
+        non-padding tokens, without the special ones when ``keep_special=False``.
+    ``texts``
+        The documents (``None`` for pre-split words).
+    ``truncated``
+        Positions of the documents cut at ``max_length``.
+    ``keep_special``, ``max_length``, ``pad_per_batch``
+        The settings.
     """
 
     sample_ids: list[Any]
     tokens: list[list[str]]
     word_ids: list[list[int | None]]
+    offsets: np.ndarray | None
+    special_mask: np.ndarray
+    texts: list[str] | None
+    truncated: list[int]
+    keep_special: bool
+    max_length: int
+    pad_per_batch: bool = True
+
+    @property
+    def row_mask(self) -> np.ndarray | None:
+        """The rows ``reduce="tokens"`` keeps, when special tokens are left out (else None:
+        every non-padding token)."""
+        if self.keep_special:
+            return None
+        return self["attention_mask"].numpy().astype(bool) & ~self.special_mask
+
+    def rows(self) -> np.ndarray:
+        """``(n_rows, 2)`` int64 ``(document, position)`` of every row of ``reduce="tokens"``:
+        the ``token_index`` an extraction over these documents gives."""
+        m = self["attention_mask"].numpy().astype(bool)
+        if not self.keep_special:
+            m &= ~self.special_mask
+        return np.argwhere(m).astype(np.int64)
+
+
+def _check_texts(texts: Any, doc_ids: Any, max_length: Any) -> None:
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise bad("texts", "a sequence of documents", type(texts).__name__, raw=True)
+    if len(texts) == 0:
+        raise bad("texts", "at least one document", 0)
+    if doc_ids is not None and len(doc_ids) != len(texts):
+        raise bad("doc_ids", f"{len(texts)} ids", len(doc_ids))
+    check_int("max_length", max_length, minimum=2)
+
+
+def _warn_truncated(tokenizer: Any, texts: list[Any], max_length: int,
+                    is_split_into_words: bool) -> list[int]:
+    """Positions of the documents longer than ``max_length`` tokens, warned about."""
+    full = tokenizer(texts, truncation=False, is_split_into_words=is_split_into_words,
+                     verbose=False)["input_ids"]
+    cut = [i for i, ids in enumerate(full) if len(ids) > max_length]
+    if cut:
+        longest = max(len(full[i]) for i in cut)
+        warnings.warn(
+            f"encode_texts: {len(cut)} of {len(texts)} documents are longer than "
+            f"max_length={max_length} tokens (the longest has {longest}) and were cut; "
+            "their tokens past the limit get no activations (.truncated lists them)",
+            TruncationWarning, stacklevel=3)
+    return cut
 
 
 def encode_texts(
@@ -381,19 +458,33 @@ def encode_texts(
     max_length: int = 128,
     doc_ids: Sequence[Any] | None = None,
     is_split_into_words: bool = False,
+    keep_special: bool = True,
 ) -> TokenizedTexts:
     """Tokenise documents for :func:`invert.collect_activations`, keeping the token alignment.
 
     Parameters
     ----------
     tokenizer
-        A Hugging Face tokenizer (fast tokenizers give ``word_ids``).
+        A Hugging Face tokenizer (fast tokenizers give ``word_ids`` and character offsets,
+        which :func:`invert.concepts.token_concepts` needs).
     texts : sequence of str (or of word lists with ``is_split_into_words``)
     max_length : int
-        Truncation length; documents are padded to the longest one.
+        Truncation length, in tokens with the special ones. Documents cut there are counted
+        in a :class:`TruncationWarning` and listed in ``.truncated``.
     doc_ids : sequence, optional
         Document ids (default ``0..n-1``); become ``sample_ids`` of per-document activations
         and the first element of per-token ``(doc_id, position)`` ids.
+    is_split_into_words : bool
+        ``texts`` are lists of words.
+    keep_special : bool
+        With ``reduce="tokens"``, give rows for the special tokens (``[CLS]``, ``[SEP]``)
+        too (default). ``False`` leaves them out of the rows (the model still sees them).
+
+    Returns
+    -------
+    TokenizedTexts
+        The tensors padded to the longest document; an extraction runs each batch cut to
+        its own longest document.
 
     Examples
     --------
@@ -402,21 +493,29 @@ def encode_texts(
     >>> enc.tokens[0]  # doctest: +SKIP
     ['[CLS]', 'hello', 'world', '[SEP]']
     """
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise bad("texts", "a sequence of documents", type(texts).__name__, raw=True)
-    if len(texts) == 0:
-        raise bad("texts", "at least one document", 0)
-    if doc_ids is not None and len(doc_ids) != len(texts):
-        raise bad("doc_ids", f"{len(texts)} ids", len(doc_ids))
-    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
-                    return_tensors="pt", is_split_into_words=is_split_into_words)
-    out = TokenizedTexts({k: v for k, v in enc.items() if isinstance(v, torch.Tensor)})
-    out.sample_ids = list(doc_ids) if doc_ids is not None else list(range(len(texts)))
+    _check_texts(texts, doc_ids, max_length)
+    check_bool("keep_special", keep_special)
+    docs = list(texts)
+    fast = bool(getattr(tokenizer, "is_fast", False))
+    offsets_wanted = fast and not is_split_into_words
+    enc = tokenizer(docs, padding=True, truncation=True, max_length=max_length,
+                    return_tensors="pt", is_split_into_words=is_split_into_words,
+                    return_special_tokens_mask=True, return_offsets_mapping=offsets_wanted)
+    extra = ("offset_mapping", "special_tokens_mask")
+    out = TokenizedTexts({k: v for k, v in enc.items()
+                          if isinstance(v, torch.Tensor) and k not in extra})
+    out.sample_ids = list(doc_ids) if doc_ids is not None else list(range(len(docs)))
     ids = out["input_ids"]
     out.tokens = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in ids]
     try:
-        out.word_ids = [enc.word_ids(i) for i in range(len(texts))]
+        out.word_ids = [enc.word_ids(i) for i in range(len(docs))]
     except (ValueError, AttributeError):  # slow tokenizers
-        out.word_ids = [[None] * ids.shape[1] for _ in texts]
+        out.word_ids = [[None] * ids.shape[1] for _ in docs]
+    mask = out["attention_mask"].numpy().astype(bool)
+    out.special_mask = enc["special_tokens_mask"].numpy().astype(bool) & mask
+    out.offsets = enc["offset_mapping"].numpy().astype(np.int64) if offsets_wanted else None
+    out.texts = None if is_split_into_words else docs
+    out.keep_special = keep_special
+    out.max_length = max_length
+    out.truncated = _warn_truncated(tokenizer, docs, max_length, is_split_into_words)
     return out
-

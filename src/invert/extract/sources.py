@@ -24,8 +24,13 @@ from .._validate import InvalidParameterError, bad
 from . import cache as _cache
 from .data import load_image_folder
 
-__all__ = ["Batch", "Prefetcher", "Source", "make_source", "model_device", "pin", "rows",
-           "sample_ids", "split", "to_device"]
+__all__ = ["ROW_MASK", "Batch", "Prefetcher", "Source", "make_source", "model_device", "pin",
+           "rows", "sample_ids", "split", "to_device", "trim_padding"]
+
+#: Key of a batch mapping that holds the ``(B, T)`` rows ``reduce="tokens"`` keeps (taken out
+#: of the batch before the model sees it). :func:`invert.extract.encode_texts` with
+#: ``keep_special=False`` sets it (through its ``row_mask`` attribute).
+ROW_MASK = "__invert_row_mask__"
 
 _BATCH_KINDS = ("a tensor, a mapping of tensors (e.g. tokenizer output) or a tuple/list whose "
                 "first element is one")
@@ -39,6 +44,7 @@ class Batch:
     n: int
     mask: torch.Tensor | None
     digest: str | None = None
+    row_mask: torch.Tensor | None = None  # rows reduce="tokens" keeps (None: the mask's)
 
 
 def _bad_batch(x: Any) -> InvalidParameterError:
@@ -68,16 +74,53 @@ def as_tensor(x: Any) -> Any:
 
 def split(batch: Any) -> tuple[Any, torch.Tensor | None]:
     """Model inputs and attention mask from a raw batch ((x, y) tuples keep x)."""
+    inputs, mask, _rows = split_rows(batch)
+    return inputs, mask
+
+
+def split_rows(batch: Any) -> tuple[Any, torch.Tensor | None, torch.Tensor | None]:
+    """:func:`split` plus the :data:`ROW_MASK` of a mapping batch (taken out of it)."""
     if isinstance(batch, list | tuple) and batch:
         batch = batch[0]
     batch = as_tensor(batch)
     if isinstance(batch, Mapping):
         batch = dict(batch)
+        row_mask = batch.pop(ROW_MASK, None)
         mask = batch.get("attention_mask")
-        return batch, mask if isinstance(mask, torch.Tensor) else None
+        mask = mask if isinstance(mask, torch.Tensor) else None
+        if row_mask is not None and mask is not None:
+            row_mask = row_mask.bool() & mask.bool()
+        return batch, mask, row_mask
     if not isinstance(batch, torch.Tensor):
         raise _bad_batch(batch)
-    return batch, None
+    return batch, None, None
+
+
+def trim_padding(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """A token batch cut to its longest document: the trailing positions that are padding
+    in every row of ``attention_mask`` are dropped from every ``(B, T, ...)`` tensor.
+
+    Positions keep their meaning (only trailing columns go), so ``token_index`` is the same
+    as without trimming.
+
+    Examples
+    --------
+    >>> b = {"input_ids": torch.tensor([[5, 6, 0, 0], [7, 0, 0, 0]]),
+    ...      "attention_mask": torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0]])}
+    >>> trim_padding(b)["input_ids"].tolist()
+    [[5, 6], [7, 0]]
+    """
+    mask = batch.get("attention_mask")
+    if not isinstance(mask, torch.Tensor | np.ndarray) or mask.ndim != 2:
+        return dict(batch)
+    m = np.asarray(mask) if isinstance(mask, np.ndarray) else mask.detach().cpu().numpy()
+    T = m.shape[1]
+    used = np.flatnonzero(m.any(0))
+    keep = int(used[-1]) + 1 if used.size else 1
+    if keep == T:
+        return dict(batch)
+    return {k: v[:, :keep] if isinstance(v, torch.Tensor | np.ndarray) and v.ndim >= 2
+            and v.shape[1] == T else v for k, v in batch.items()}
 
 
 # =========================================================================================
@@ -101,11 +144,13 @@ def sample_ids(source: Source, n: int) -> list[Any]:
     return list(range(n))
 
 
-def _slice_batches(obj: Any, n: int, batch_size: int) -> Callable[[], Iterator[Any]]:
+def _slice_batches(obj: Any, n: int, batch_size: int, trim: bool = False
+                   ) -> Callable[[], Iterator[Any]]:
     def gen() -> Iterator[Any]:
         for s in range(0, n, batch_size):
             if isinstance(obj, Mapping):
-                yield {k: v[s : s + batch_size] for k, v in obj.items()}
+                b = {k: v[s : s + batch_size] for k, v in obj.items()}
+                yield trim_padding(b) if trim else b
             else:
                 yield obj[s : s + batch_size]
 
@@ -133,8 +178,20 @@ def _mapping_source(data: Mapping[str, Any], batch_size: int) -> Source:
     if n == 0:
         raise bad("data", "at least one row", "a mapping of zero rows", raw=True)
     ids = getattr(data, "sample_ids", None)
-    return Source(_slice_batches(tens, n, batch_size),
-                  lambda: _cache.Fingerprint().update(tens).hexdigest(), ids, n,
+    # tokenizer output of encode_texts: padded per batch, special tokens maybe left out
+    trim = bool(getattr(data, "pad_per_batch", False))
+    row_mask = getattr(data, "row_mask", None)
+    sliced = dict(tens)
+    if row_mask is not None:
+        sliced[ROW_MASK] = torch.as_tensor(np.asarray(row_mask, dtype=bool))
+
+    def fingerprint() -> str:
+        fp = _cache.Fingerprint().update(tens)
+        if trim or row_mask is not None:  # only then: the key of other mappings is unchanged
+            fp.update("pad_per_batch", trim, "row_mask", sliced.get(ROW_MASK))
+        return fp.hexdigest()
+
+    return Source(_slice_batches(sliced, n, batch_size, trim), fingerprint, ids, n,
                   f"mapping{sorted(tens)}[{n}]")
 
 

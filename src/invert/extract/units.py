@@ -28,6 +28,8 @@ __all__ = [
     "Reduce",
     "UnitSpec",
     "compute_units",
+    "compute_units_and_maps",
+    "keeps_maps",
     "parse_reduce",
 ]
 
@@ -45,7 +47,8 @@ class UnitSpec:
     q: float | None  # the quantile, for reduce="quantile"
     layout: str  # one of LAYOUTS
     select: int | str | Callable[[Any], Any] | None
-    directions: dict[str, torch.Tensor]  # layer -> (D, K) on the device
+    directions: dict[str, Any]  # layer -> (D, K) tensor or an SAE, on the device
+    keep_maps: int = 0  # top samples per channel whose spatial maps are kept (0: none)
 
 
 @dataclass
@@ -226,20 +229,35 @@ def _layout_of(name: str, x: torch.Tensor, layout: str, red: str) -> str:
     return layout
 
 
-def apply_directions(name: str, x: torch.Tensor, W: torch.Tensor, feat_axis: int
-                     ) -> torch.Tensor:
-    """``x`` projected on the directions ``W`` ``(D, K)`` along its feature axis."""
+def apply_directions(name: str, x: torch.Tensor, W: Any, feat_axis: int) -> torch.Tensor:
+    """``x`` projected on the directions ``W`` ``(D, K)`` along its feature axis, or encoded
+    by ``W`` when it is an SAE (anything with ``W_enc`` and ``encode``)."""
     d = x.shape[feat_axis]
-    if W.shape[0] != d:
+    sae = hasattr(W, "encode") and hasattr(W, "W_enc")
+    shape = tuple((W.W_enc if sae else W).shape)
+    if shape[0] != d:
+        what = "the SAE's W_enc" if sae else "the direction matrix"
         raise InvalidParameterError(
             f"directions: layer {name!r} has {d} features (axis {feat_axis} of output "
-            f"shape {tuple(x.shape)}), but the direction matrix has shape "
-            f"{tuple(W.shape)}; expected ({d}, K)"
+            f"shape {tuple(x.shape)}), but {what} has shape {shape}; expected ({d}, K)"
         )
-    x = x.to(W.dtype)
+    project = W.encode if sae else (lambda v: v.to(W.dtype) @ W)
     if feat_axis == -1:
-        return x @ W
-    return torch.movedim(torch.movedim(x, 1, -1) @ W, -1, 1)
+        return project(x)
+    return torch.movedim(project(torch.movedim(x, 1, -1)), -1, 1)
+
+
+def directions_label(W: Any) -> str:
+    """The prefix of the reduction label: ``"directions+"``, or ``"sae(<activation>)+"``."""
+    if hasattr(W, "encode") and hasattr(W, "W_enc"):
+        return f"sae({W.activation})+"
+    return "directions+"
+
+
+def directions_ids(W: Any) -> list[str] | None:
+    """The unit ids a direction source names (an SAE's feature names), else None."""
+    names = getattr(W, "names", None)
+    return list(names) if names is not None else None
 
 
 #: What a layout reader returns: units, reduction label, unit ids (None: "0".."K-1"), token
@@ -293,6 +311,21 @@ def compute_units(
     The first batch fixes ``info`` (reduction label and unit ids); a later batch with another
     number of units raises.
     """
+    y, tok_index, _maps = compute_units_and_maps(name, out, spec, mask, info)
+    return y, tok_index
+
+
+def keeps_maps(spec: UnitSpec, layout: str) -> bool:
+    """Whether this layer's spatial maps are kept: ``keep_maps`` set, a feature map reduced
+    to one value per channel."""
+    return spec.keep_maps > 0 and layout == "channels" and spec.reduce != "none"
+
+
+def compute_units_and_maps(
+    name: str, out: Any, spec: UnitSpec, mask: Mask, info: LayerInfo
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """:func:`compute_units` plus the ``(B, K, *spatial)`` float32 maps the units were reduced
+    from, when :func:`keeps_maps` (else None)."""
     x = select_output(name, out, spec.select)
     if x.ndim < 2:
         x = x.reshape(-1, 1)
@@ -300,9 +333,12 @@ def compute_units(
     W = spec.directions.get(name)
     if W is not None:
         x = apply_directions(name, x, W, -1 if layout in ("dense", "tokens") else 1)
-    y, label, ids, tok_index = _READERS[layout](name, x.float(), spec, mask, info)
+    x = x.float()
+    y, label, ids, tok_index = _READERS[layout](name, x, spec, mask, info)
     if W is not None:
-        label = "directions+" + label
+        label = directions_label(W) + label
+        if ids is None:
+            ids = directions_ids(W)
     if not info.unit_ids:
         info.reduction = label
         info.unit_ids = ids if ids is not None else [str(i) for i in range(y.shape[1])]
@@ -311,4 +347,4 @@ def compute_units(
             f"layer {name!r}: batch gave {y.shape[1]} units, earlier batches gave "
             f"{len(info.unit_ids)} (variable spatial size with reduce='none'?)"
         )
-    return y, tok_index
+    return y, tok_index, (x if keeps_maps(spec, layout) else None)
