@@ -8,8 +8,9 @@
   photos of animals, food, plants, objects ... after leaving out the drawn stamps (``cartoon``
   folders, letters and symbols, road signs, flags);
 - concepts: WordNet (Debian ``wordnet-base``) senses of the folder and file names, with all
-  their hypernyms (:func:`invert.concepts.from_folders` with ``wordnet=True``), keeping those
-  on at least :data:`MIN_CONCEPT_SAMPLES` photos.
+  their hypernyms (:func:`invert.concepts.from_folders` with ``wordnet=True``, whose shipped
+  sense overrides fix names such as ``toys`` and ``hedgehog``), keeping those on at least
+  :data:`MIN_CONCEPT_SAMPLES` photos; ``run.json`` records the word each concept came from.
 
 It explains the feature layer ``_blocks.15`` (the last MBConv block, 320 channels,
 spatial mean) and the logits ``_fc`` of the classes the model predicts (top-1) for at least

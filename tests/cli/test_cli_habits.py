@@ -85,3 +85,37 @@ def test_min_support_raises_min_fraction_and_is_recorded(tmp_path, planted):
             .splitlines()]
     assert all(e["support"] >= 10 for r in recs for e in r["explanations"])
     assert _explain(tmp_path, planted, "-q", "--min-support", "40") == 2
+
+
+def test_formulas_of_single_samples_are_warned_about_and_ranked_last(tmp_path, planted,
+                                                                     capsys):
+    """With the safe defaults lowered, one concept per sample fits every unit at AUROC 1."""
+    table = planted["table"].copy()
+    for i in range(60):
+        table[f"file{i}"] = (table.index == i).astype(int)
+    path = tmp_path / "files.csv"
+    table.to_csv(path, index=False)
+    rc = main(["explain", "--activations", str(planted["npy"]), "--concepts", str(path),
+               "--out", str(tmp_path / "out"), "--no-report", "--length", "1", "--layer",
+               "fc", "--min-concept-samples", "1", "--min-support", "1"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "holds on 2 or fewer samples" in captured.err
+    assert "median best AUROC 1.000" in captured.err
+    row = next(ln for ln in captured.out.splitlines() if ln.startswith("fc "))
+    assert row.split("  ")[-1].startswith("0: cat [")  # support 12 before support 1
+
+
+def test_safe_defaults_drop_single_sample_concepts(tmp_path, planted, capsys):
+    table = planted["table"].copy()
+    for i in range(60):
+        table[f"file{i}"] = (table.index == i).astype(int)
+    path = tmp_path / "files.csv"
+    table.to_csv(path, index=False)
+    rc = main(["-q", "explain", "--activations", str(planted["npy"]), "--concepts", str(path),
+               "--out", str(tmp_path / "out"), "--no-report", "--length", "1"])
+    assert rc == 0
+    import json
+
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["concepts"]["names"] == ["cat", "dog", "bird", "tree"]

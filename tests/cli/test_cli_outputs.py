@@ -141,3 +141,13 @@ def test_unwritable_cache_dir_is_a_one_line_error(tmp_path, planted, capsys, mon
     assert _explain(tmp_path / "out", planted, "--cache-dir",
                     str(planted["npy"] / "cache")) == 2
     assert "--cache-dir" in _one_line_error(capsys)
+
+
+def test_staging_folders_of_killed_runs_are_cleaned_up(tmp_path, planted):
+    out = tmp_path / "out"
+    stale = tmp_path / ".out.invert-staging-999999999-x1"
+    (stale / "report").mkdir(parents=True)
+    mine = tmp_path / f".out.invert-staging-{os.getpid()}-x2"  # a live process: kept
+    mine.mkdir()
+    assert _explain(out, planted) == 0
+    assert not stale.exists() and mine.exists()
