@@ -13,8 +13,8 @@ Examples
 ::
 
     invert demo --out invert-demo
-    invert explain --model efficientnet-lite0 --layer _blocks.15 --layer _fc \\
-        --data photos/ --concepts folders --out out/
+    invert explain --model efficientnet-lite0 --layer _blocks.15 --data photos/ \\
+        --concepts folders --wordnet --holdout 0.5 --out out/
     invert explain --activations acts.npy --concepts labels.csv --out out/
     invert report out/
 """
@@ -31,9 +31,15 @@ from typing import Any
 import click
 
 from . import demo
-from ._validate import InvalidParameterError
+from ._validate import InvalidParameterError, check_memory_budget
 from .report import build_report
-from .workflow import CommandError, install_hints_as_command_errors, run_explain, summary_table
+from .workflow import (
+    CommandError,
+    install_hints_as_command_errors,
+    run_explain,
+    summary_table,
+)
+from .workflow.models import ENGINES
 
 __all__ = ["main", "cli", "CommandError", "is_user_error"]
 
@@ -47,6 +53,9 @@ _SEARCH_OPTIONS = [
                  help="Maximum number of literals in a formula."),
     click.option("--beam-size", type=click.IntRange(1, 1000), default=5, show_default=True,
                  help="Beam width and number of explanations kept per unit."),
+    click.option("--min-support", type=click.IntRange(1, None), default=3, show_default=True,
+                 help="Smallest number of (searched) samples a formula must hold on; raises "
+                      "--min-fraction where that allows fewer."),
     click.option("--min-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
                  help="Smallest share of samples where a formula may hold."),
     click.option("--max-fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
@@ -76,23 +85,73 @@ def _search_options(f):
     return f
 
 
+def _set_quiet(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.ensure_object(dict)["progress"] = False
+    return value
+
+
+def _verbosity(f):
+    """``-v`` / ``-q`` on a subcommand as on ``invert`` itself (:func:`main` reads them
+    wherever they are; here they only need to be accepted)."""
+    f = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet,
+                     help="No progress bars, no warnings.")(f)
+    return click.option("-v", "--verbose", count=True, expose_value=False,
+                        help="More log output (-vv for debug).")(f)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars, no warnings.")
 @click.version_option(package_name="invert", prog_name="invert")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """invert: label the units of neural networks with human concepts (INVERT)."""
     ctx.ensure_object(dict)
-    ctx.obj["progress"] = not quiet  # -v is counted by main(), which sets up logging
+    ctx.obj["progress"] = ctx.obj.get("progress", True) and not quiet
+
+
+def _memory_budget(value: str | None) -> int | None:
+    """``--memory-budget`` in bytes (checked here, so it fails before any work)."""
+    if value is None:
+        return None
+    try:
+        return check_memory_budget("--memory-budget", value)
+    except (InvalidParameterError, OverflowError) as err:
+        msg = str(err) if isinstance(err, InvalidParameterError) else (
+            f"--memory-budget: expected a finite size such as '2GiB', got {value!r}")
+        raise click.UsageError(msg) from err
+
+
+def _search_params(*, length: int, beam_size: int, min_fraction: float, max_fraction: float,
+                   mode: str, limit_search: int | None, no_dedupe: bool, device: str | None,
+                   memory_budget: str | None, metric: str, holdout: float | None,
+                   random_state: int | None) -> dict[str, Any]:
+    """The search parameters of the click options (checked where click does not)."""
+    if min_fraction > max_fraction:
+        raise click.UsageError(
+            f"--min-fraction ({min_fraction}) must not exceed --max-fraction ({max_fraction})"
+        )
+    search = {
+        "length": length, "beam_size": beam_size, "min_fraction": min_fraction,
+        "max_fraction": max_fraction, "mode": mode, "limit_search": limit_search,
+        "dedupe": not no_dedupe, "device": device,
+        "memory_budget": _memory_budget(memory_budget),
+    }
+    if metric != "auroc":
+        search["metric"] = metric
+    if holdout is not None:
+        search |= {"holdout": holdout, "random_state": random_state}
+    return search
 
 
 @cli.command("explain")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output folder (created).")
+              help="Output folder (written whole when the run completes).")
 @click.option("--concepts", "-c", "concepts_spec", required=True,
               help="'folders' (folder names under --data), 'imagenet' (WNID folders), a "
-                   ".csv/.tsv/.parquet table, or a saved concept set (.npz).")
+                   ".csv/.tsv/.parquet table (a 'sample' column of ids, one 0/1 column per "
+                   "concept), or a saved concept set (.npz).")
 @click.option("--activations", "-a", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Precomputed activations: .npy, .pt, .parquet or .csv.")
 @click.option("--model", "-m", default=None,
@@ -106,12 +165,26 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
               help="Folder the sample ids are image paths in (thumbnails in the report).")
 @click.option("--wordnet/--no-wordnet", default=False, show_default=True,
               help="With --concepts folders: map folder/file names to WordNet synsets.")
+@click.option("--senses", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --wordnet: a .csv/.tsv (name, synset) or .json file of WordNet "
+                   "senses that override invert's choices ('-': no sense).")
+@click.option("--file-concepts/--no-file-concepts", default=True, show_default=True,
+              help="With --concepts folders: file names are concepts too (kept only where "
+                   "they recur on --min-concept-samples files).")
 @click.option("--reduce", default="mean", show_default=True,
               help="Spatial reduction of feature maps: mean, max, or a quantile such as 0.9.")
 @click.option("--batch-size", type=click.IntRange(1, None), default=32, show_default=True)
+@click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+              help="What runs --model: onnx (ONNX Runtime, CPU, several times faster), torch, "
+                   "or auto (onnx for a built-in model on the CPU when installed).")
+@click.option("--skip-bad-images", is_flag=True, default=False,
+              help="Leave unreadable image files out (listed in run.json and the report).")
+@click.option("--match-by-order", is_flag=True, default=False,
+              help="Match activation and concept rows by position when their sample ids "
+                   "differ (by default that is an error).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Activation cache folder (reruns are fast).")
-@click.option("--min-concept-samples", type=click.IntRange(1, None), default=1,
+@click.option("--min-concept-samples", type=click.IntRange(1, None), default=3,
               show_default=True, help="Drop concepts present on fewer samples.")
 @click.option("--no-report", is_flag=True, default=False, help="Skip the HTML report.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local",
@@ -128,48 +201,42 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
               show_default=True, help="With --permutations: the FDR of the Benjamini-Hochberg "
                                       "'significant' flag.")
 @_search_options
+@_verbosity
 @click.pass_context
-def explain_cmd(ctx: click.Context, out: Path, concepts_spec: str, activations: Path | None,
-                model: str | None, layers: tuple[str, ...], data: Path | None,
-                images: Path | None, wordnet: bool, reduce: str, batch_size: int,
-                cache_dir: Path | None, min_concept_samples: int, no_report: bool,
-                backend: str, address: str | None, shard_units: int | None, length: int,
-                beam_size: int, min_fraction: float, max_fraction: float,
-                mode: str, limit_search: int | None, no_dedupe: bool, device: str | None,
-                memory_budget: str | None, metric: str, holdout: float | None,
-                random_state: int | None, permutations: int, fdr: float) -> int:
+def explain_cmd(ctx: click.Context, out: Path, **opts: Any) -> int:
     """Explain the units of a model's layers (or of precomputed activations)."""
-    if min_fraction > max_fraction:
-        raise click.UsageError(
-            f"--min-fraction ({min_fraction}) must not exceed --max-fraction ({max_fraction})"
-        )
-    red: Any = reduce
+    search = _search_params(**{k: opts.pop(k) for k in (
+        "length", "beam_size", "min_fraction", "max_fraction", "mode", "limit_search",
+        "no_dedupe", "device", "memory_budget", "metric", "holdout", "random_state")})
+    red: Any = opts.pop("reduce")
     try:
-        red = float(reduce)
+        red = float(red)
     except ValueError:
         pass
-    search = {
-        "length": length, "beam_size": beam_size, "min_fraction": min_fraction,
-        "max_fraction": max_fraction, "mode": mode, "limit_search": limit_search,
-        "dedupe": not no_dedupe, "device": device, "memory_budget": memory_budget,
-    }
-    if metric != "auroc":
-        search["metric"] = metric
-    if holdout is not None:
-        search |= {"holdout": holdout, "random_state": random_state}
     progress = ctx.obj["progress"]
-    out_dir, results = run_explain(
-        out=out, concepts_spec=concepts_spec, activations=activations, model=model,
-        layers=layers, data=data, images=images, wordnet=wordnet, reduce=red,
-        batch_size=batch_size, cache_dir=cache_dir, min_concept_samples=min_concept_samples,
-        report=not no_report, progress=progress, search=search, backend=backend,
-        address=address, shard_units=shard_units, permutations=permutations, fdr=fdr,
-    )
-    click.echo(summary_table(results))
+    report = not opts.pop("no_report")
+    out_dir, results = run_explain(out=out, reduce=red, report=report, progress=progress,
+                                   search=search, echo=click.echo if progress else None,
+                                   **opts)
+    labels = _unit_labels(out_dir)
+    click.echo(summary_table(results, labels))
     click.echo(f"explanations: {out_dir / 'explanations.jsonl'}")
-    if not no_report:
+    if report:
         click.echo(f"report: {(out_dir / 'report' / 'index.html').resolve()}")
     return 0
+
+
+def _unit_labels(out: Path) -> dict[str, list[str]] | None:
+    """The unit labels recorded in ``out/run.json`` (class names of logits), per layer."""
+    import json
+
+    try:
+        meta = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    labels = {lay["name"]: lay["unit_labels"] for lay in meta.get("layers", [])
+              if lay.get("unit_labels")}
+    return labels or None
 
 
 @cli.command("report")
@@ -177,6 +244,7 @@ def explain_cmd(ctx: click.Context, out: Path, concepts_spec: str, activations: 
 @click.option("--images", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder the sample ids are image paths in (default: as recorded).")
 @click.option("--title", default=None, help="Title of the index page.")
+@_verbosity
 @click.pass_context
 def report_cmd(ctx: click.Context, out: Path, images: Path | None, title: str | None) -> int:
     """Rebuild the HTML report of an output folder OUT."""
@@ -195,6 +263,7 @@ def report_cmd(ctx: click.Context, out: Path, images: Path | None, title: str | 
               help="Tux Paint stamps folder (default /usr/share/tuxpaint/stamps).")
 @click.option("--device", default=None, help="Where to run the model and search.")
 @click.option("--batch-size", type=click.IntRange(1, None), default=32, show_default=True)
+@_verbosity
 @click.pass_context
 def demo_cmd(ctx: click.Context, out: Path, stamps: Path | None, device: str | None,
              batch_size: int) -> int:
@@ -206,19 +275,105 @@ def demo_cmd(ctx: click.Context, out: Path, stamps: Path | None, device: str | N
     return 0
 
 
-def _configure_logging(verbose: int) -> logging.Handler | None:
-    if verbose <= 0:
-        return None
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+# ------------------------------------------------------------------------------ messages
+
+
+class _Notices(logging.Handler):
+    """Warnings (``warnings.warn`` by invert, log records of WARNING and up) as one line each
+    on stderr, ``invert: warning: ...``; a message already shown is not shown again."""
+
+    MAX = 300
+
+    def __init__(self, all_warnings: bool):
+        super().__init__(logging.WARNING)
+        self.all_warnings = all_warnings
+        self.seen: set[str] = set()
+
+    def say(self, text: str) -> None:
+        line = _one_line(text)
+        if len(line) > self.MAX:
+            line = line[: self.MAX - 3] + "..."
+        if line not in self.seen:
+            self.seen.add(line)
+            click.echo(f"invert: warning: {line}", err=True)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.say(record.getMessage())
+
+    def showwarning(self, message, category, filename, lineno, file=None, line=None) -> None:
+        if self.all_warnings or _from_invert(category, filename):
+            self.say(str(message))
+        else:
+            logger.debug("%s: %s (%s:%s)", category.__name__, message, filename, lineno)
+
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def _from_invert(category: type, filename: str) -> bool:
+    return (getattr(category, "__module__", "").startswith("invert")
+            or str(Path(filename).resolve()).startswith(_PACKAGE_DIR))
+
+
+def _verbosity_of(args: Sequence[str]) -> tuple[int, bool]:
+    """(-v count, -q given) wherever they are among the arguments."""
+    verbose = quiet = 0
+    for a in args:
+        if a == "--":
+            break
+        if a == "--verbose":
+            verbose += 1
+        elif a == "--quiet":
+            quiet += 1
+        elif a.startswith("-") and not a.startswith("--") and len(a) > 1:
+            flags = set(a[1:])
+            if flags <= {"v", "q"}:
+                verbose += a.count("v")
+                quiet += a.count("q")
+    return verbose, bool(quiet)
+
+
+def _configure_logging(verbose: int, quiet: bool) -> tuple[list[logging.Handler], _Notices]:
+    """The handlers for the run (removed again by :func:`main`): ``-v`` log lines, the
+    one-line warnings unless ``-q``, or nothing at all with ``-q``."""
     log = logging.getLogger("invert")
-    log.addHandler(handler)
-    log.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
-    return handler
+    notices = _Notices(all_warnings=verbose > 0)
+    handlers: list[logging.Handler] = []
+    if quiet:
+        handlers.append(logging.NullHandler())
+    else:
+        handlers.append(notices)
+    if verbose > 0:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+        handler.addFilter(lambda r: r.levelno < logging.WARNING)  # warnings: one line above
+        handlers.append(handler)
+    for h in handlers:
+        log.addHandler(h)
+    return handlers, notices
 
 
 def _one_line(msg: object) -> str:
     return " ".join(str(msg).split())
+
+
+#: Python parameter names that ``invert explain`` sets from an option: an error about one
+#: names the option.
+_FLAGS = {p: "--" + p.replace("_", "-") for p in (
+    "length", "beam_size", "min_fraction", "max_fraction", "mode", "limit_search", "metric",
+    "holdout", "random_state", "memory_budget", "device", "batch_size", "reduce")}
+_FLAGS |= {"dedupe": "--no-dedupe", "root": "--data"}
+
+
+def _cli_message(err: BaseException) -> str:
+    """The message of a user error, a Python parameter named by its option."""
+    msg = str(err)
+    if isinstance(err, InvalidParameterError):
+        name, sep, rest = msg.partition(":")
+        if sep and name in _FLAGS:
+            return _FLAGS[name] + sep + rest
+    return msg
 
 
 def _error(msg: object) -> int:
@@ -237,32 +392,45 @@ def is_user_error(err: BaseException) -> bool:
     return isinstance(err, OSError) and err.filename is not None
 
 
+def _commands() -> str:
+    return ", ".join(sorted(cli.commands))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``invert`` command line with ``argv`` (default ``sys.argv[1:]``).
+
+    ``-v`` / ``-q`` work before or after the command. Warnings are printed as one line each
+    (``invert: warning: ...``) unless ``-q``; ``-v`` adds log lines (``-vv``: debug).
 
     Returns
     -------
     int
-        0 on success, 2 on a user error (one line on stderr, see :func:`is_user_error`),
-        130 on Ctrl-C. Any other exception propagates (a bug in invert: its traceback).
+        0 on success, 2 on a user error (one line on stderr, see :func:`is_user_error`;
+        also a bare ``invert``, which lists the commands), 130 on Ctrl-C. Any other
+        exception propagates (a bug in invert: its traceback).
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    verbose = sum(a.count("v") for a in args if a.startswith("-") and set(a[1:]) == {"v"})
-    verbose += args.count("--verbose")
-    handler = _configure_logging(verbose)
+    verbose, quiet = _verbosity_of(args)
+    log = logging.getLogger("invert")
+    level = log.level
+    if verbose > 0:
+        log.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    handlers, notices = _configure_logging(verbose, quiet)
     try:
         with warnings.catch_warnings():
-            if verbose == 0:
+            if quiet:
                 warnings.simplefilter("ignore")
             else:
-                logging.captureWarnings(True)
-            rv = cli.main(args=args, prog_name="invert", standalone_mode=False)
+                warnings.simplefilter("always")
+                warnings.showwarning = notices.showwarning
+            rv = cli.main(args=args, prog_name="invert", standalone_mode=False,
+                          obj={"progress": not quiet})
         if isinstance(rv, int):
             return rv
         return 0
-    except click.exceptions.NoArgsIsHelpError as err:  # pragma: no cover - click >= 8.2
-        return _error(f"{err.format_message()}".splitlines()[0] if err.format_message()
-                      else "missing command (try 'invert --help')")
+    except click.exceptions.NoArgsIsHelpError:
+        return _error(f"missing command; the commands are {_commands()} "
+                      "(invert COMMAND --help for each)")
     except click.ClickException as err:  # usage errors included
         return _error(err.format_message())
     except click.Abort:
@@ -275,12 +443,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not is_user_error(err):
             raise
         logger.debug("error", exc_info=True)
-        return _error(err)
+        return _error(_cli_message(err))
     finally:
-        if verbose > 0:
-            logging.captureWarnings(False)
-        if handler is not None:
-            logging.getLogger("invert").removeHandler(handler)
+        for h in handlers:
+            log.removeHandler(h)
+        log.setLevel(level)
 
 
 if __name__ == "__main__":  # pragma: no cover

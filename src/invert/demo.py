@@ -8,8 +8,9 @@
   photos of animals, food, plants, objects ... after leaving out the drawn stamps (``cartoon``
   folders, letters and symbols, road signs, flags);
 - concepts: WordNet (Debian ``wordnet-base``) senses of the folder and file names, with all
-  their hypernyms (:func:`invert.concepts.from_folders` with ``wordnet=True``), keeping those
-  on at least :data:`MIN_CONCEPT_SAMPLES` photos.
+  their hypernyms (:func:`invert.concepts.from_folders` with ``wordnet=True``, whose shipped
+  sense overrides fix names such as ``toys`` and ``hedgehog``), keeping those on at least
+  :data:`MIN_CONCEPT_SAMPLES` photos; ``run.json`` records the word each concept came from.
 
 It explains the feature layer ``_blocks.15`` (the last MBConv block, 320 channels,
 spatial mean) and the logits ``_fc`` of the classes the model predicts (top-1) for at least
@@ -28,11 +29,18 @@ from typing import Any
 
 import numpy as np
 
-from .concepts import WordNet, from_folders, imagenet_hierarchy
-from .extract import ImageFolder, collect_activations, efficientnet_lite0, onnx_unit_source
+from .concepts import WordNet, from_folders
+from .extract import ImageFolder, collect_activations, efficientnet_lite0
 from .report import build_report, save_run
 from .trust import permutation_test
-from .workflow import CommandError, explain_layer, prune_concepts, summary_table
+from .workflow import (
+    CommandError,
+    explain_layer,
+    imagenet_class_names,
+    prune_concepts,
+    summary_table,
+)
+from .workflow.models import has_onnxruntime, unit_sources
 
 __all__ = ["run_demo", "photo_stamps", "DemoUnavailableError", "STAMPS_ROOT"]
 
@@ -99,19 +107,6 @@ def photo_stamps(stamps: Path = STAMPS_ROOT):
     return cs
 
 
-def _has_onnxruntime() -> bool:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _class_names() -> list[str]:
-    return list(imagenet_hierarchy().names[:1000])
-
-
 def run_demo(
     out: str | os.PathLike = "invert-demo",
     *,
@@ -164,7 +159,8 @@ def run_demo(
                                                             MIN_CONCEPT_SAMPLES},
              sample_ids=cs.sample_ids, images_root=root, unit_labels=unit_labels,
              extra={"command": "demo", "model": "efficientnet-lite0",
-                    "title": "invert demo: EfficientNet-Lite0 on Tux Paint photos"})
+                    "title": "invert demo: EfficientNet-Lite0 on Tux Paint photos",
+                    "concept_sources": cs.concept_sources()})
     path = build_report(out, progress=progress)
     say(summary_table(results, unit_labels))
     say(f"done in {time.perf_counter() - t0:.1f} s")
@@ -182,9 +178,9 @@ def _activations(cs, root: Path, out: Path, *, device: str | None, batch_size: i
     ds = ImageFolder(root, files, transform, [], False)
     layers: list[Any] = [FEATURE_LAYER, LOGITS_LAYER]
     net: Any = model
-    if (device in (None, "cpu")) and _has_onnxruntime():
+    if (device in (None, "cpu")) and has_onnxruntime():
         # ONNX Runtime runs this model several times faster than PyTorch on a CPU
-        layers = list(onnx_unit_source(model, ds[0].unsqueeze(0), layers))
+        layers = unit_sources(model, ds[0], layers)
         net = None
         say("model: EfficientNet-Lite0 through ONNX Runtime")
     acts = collect_activations(net, ds, layers, reduce="mean",
@@ -194,7 +190,7 @@ def _activations(cs, root: Path, out: Path, *, device: str | None, batch_size: i
     logits_all = np.asarray(acts[LOGITS_LAYER].values, dtype=np.float32)
     predicted = np.unique(logits_all.argmax(axis=1))
     logits = np.ascontiguousarray(logits_all[:, predicted])
-    names = _class_names()
+    names = imagenet_class_names()
     values = {FEATURE_LAYER: feats, LOGITS_LAYER: logits}
     unit_ids = {FEATURE_LAYER: [str(k) for k in range(feats.shape[1])],
                 LOGITS_LAYER: [str(int(k)) for k in predicted]}

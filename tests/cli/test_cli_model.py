@@ -3,47 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
-import textwrap
 
 import pytest
 
 from invert.cli import main
 
-PIL = pytest.importorskip("PIL.Image")
-torch = pytest.importorskip("torch")
-
-MODEL_SRC = textwrap.dedent(
-    '''
-    import torch
-
-    def tiny():
-        """Channel 0 = mean red, 1 = mean green, 2 = mean blue (a fixed 1x1 conv)."""
-        conv = torch.nn.Conv2d(3, 3, 1, bias=False)
-        with torch.no_grad():
-            conv.weight.copy_(torch.eye(3).reshape(3, 3, 1, 1))
-        return torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                                   torch.nn.Flatten())
-    '''
-)
-
-
-@pytest.fixture
-def image_tree(tmp_path, monkeypatch):
-    colours = {"red": (250, 10, 10), "green": (10, 250, 10), "blue": (10, 10, 250)}
-    root = tmp_path / "data"
-    for shade in ("light", "dark"):
-        for name, rgb in colours.items():
-            d = root / shade / name
-            d.mkdir(parents=True)
-            for k in range(4):
-                scale = 1.0 if shade == "light" else 0.6
-                c = tuple(int(v * scale) + k for v in rgb)
-                PIL.new("RGB", (16, 16), c).save(d / f"img{k}.png")
-    (tmp_path / "tinymodel.py").write_text(MODEL_SRC)
-    monkeypatch.chdir(tmp_path)
-    yield root
-    sys.modules.pop("tinymodel", None)
+pytest.importorskip("PIL.Image")
+pytest.importorskip("torch")
 
 
 def test_explain_model_on_image_folder(tmp_path, image_tree):

@@ -279,6 +279,11 @@ class ConceptSet:
         Records of inputs a builder left out, each with at least ``"item"`` and ``"reason"``.
     source : str, optional
         Where the set came from (free text, kept through save/load).
+    sense_choices : list of dict, optional
+        How names were read as concepts (:func:`~invert.concepts.from_folders` with WordNet:
+        one record per folder/file name with ``word``, ``path``, ``wnid``, ``name``,
+        ``lemma``, ``rule`` and ``override``); kept through subsets and save/load, and
+        summarised per concept by :meth:`concept_sources`.
     warn_constant : bool, default True
         Warn (:class:`ConstantConceptWarning`) when some concepts are all-zero or all-one.
         They are kept either way and listed by :attr:`constant_concepts`.
@@ -311,6 +316,7 @@ class ConceptSet:
         skipped: Sequence[Mapping[str, Any]] | None = None,
         source: str | None = None,
         warn_constant: bool = True,
+        sense_choices: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         self.matrix = _to_matrix(matrix)
         n, c = self.matrix.shape
@@ -327,6 +333,9 @@ class ConceptSet:
         self.parents = None if parents is None else _check_parents(parents, self.names)
         self.skipped: list[dict[str, Any]] = [dict(r) for r in (skipped or [])]
         self.source = source
+        self.sense_choices: list[dict[str, Any]] | None = (
+            None if sense_choices is None else [dict(r) for r in sense_choices]
+        )
         self._index = {name: i for i, name in enumerate(self.names)}
         self._counts: np.ndarray | None = None
         if warn_constant:
@@ -372,6 +381,25 @@ class ConceptSet:
             f"ConceptSet({self.n_samples} samples x {self.n_concepts} concepts, {kind}"
             f"{', hierarchy' if self.parents else ''}{extra})"
         )
+
+    def concept_sources(self, limit: int = 5) -> dict[str, list[dict[str, Any]]]:
+        """Per concept, the folder/file names it was read from (from :attr:`sense_choices`).
+
+        Returns ``{concept name: [{"word", "path", "rule", "override"}, ...]}`` with at most
+        ``limit`` records per concept (then ``{"more": k}``), for the concepts of this set
+        that a name was read as directly; concepts reached only as hypernyms are left out.
+        Empty without ``sense_choices``."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for rec in self.sense_choices or []:
+            name = rec.get("name")
+            if name is None or name not in self._index:
+                continue
+            lst = out.setdefault(name, [])
+            lst.append({k: rec.get(k) for k in ("word", "path", "rule", "override")})
+        for name, lst in out.items():
+            if len(lst) > limit:
+                out[name] = lst[:limit] + [{"more": len(lst) - limit}]
+        return out
 
     def to_dense(self) -> np.ndarray:
         """The matrix as a dense ``bool`` numpy array."""
@@ -544,6 +572,7 @@ class ConceptSet:
             parents=parents,
             skipped=self.skipped,
             source=self.source,
+            sense_choices=self.sense_choices,
         )
 
     def with_prefix(self, prefix: str) -> ConceptSet:
@@ -581,6 +610,9 @@ class ConceptSet:
         if self.parents is not None or other.parents is not None:
             parents = {**(self.parents or {}), **(other.parents or {})}
         sources = [s for s in (self.source, other.source) if s]
+        choices = None
+        if self.sense_choices is not None or other.sense_choices is not None:
+            choices = (self.sense_choices or []) + (other.sense_choices or [])
         return ConceptSet(
             m,
             self.names + other.names,
@@ -592,6 +624,7 @@ class ConceptSet:
             parents=parents,
             skipped=self.skipped + other.skipped,
             source=" + ".join(sources) or None,
+            sense_choices=choices,
         )
 
     def _check_union(self, other: Any) -> None:
@@ -627,7 +660,7 @@ class ConceptSet:
             "skipped": self.skipped,
             "source": self.source,
             "sparse": self.is_sparse,
-        }
+        } | ({} if self.sense_choices is None else {"sense_choices": self.sense_choices})
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the set to ``path`` and return the path written.
@@ -660,6 +693,7 @@ class ConceptSet:
             skipped=meta.get("skipped"),
             source=meta.get("source"),
             warn_constant=False,
+            sense_choices=meta.get("sense_choices"),
         )
 
     # -- builders' helper ----------------------------------------------------------------------

@@ -12,7 +12,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,17 +71,28 @@ def write_concept_set(path: Path, matrix: Any, meta: dict[str, Any]) -> Path:
     npz.parent.mkdir(parents=True, exist_ok=True)
     if sp.issparse(matrix):
         m = sp.csr_array(matrix)
-        np.savez_compressed(
-            npz, indptr=m.indptr, indices=m.indices, shape=np.asarray(m.shape, dtype=np.int64)
-        )
+        arrays = {"indptr": m.indptr, "indices": m.indices,
+                  "shape": np.asarray(m.shape, dtype=np.int64)}
     else:
-        np.savez_compressed(
-            npz,
-            matrix=np.packbits(matrix, axis=None),
-            shape=np.asarray(matrix.shape, dtype=np.int64),
-        )
-    side.write_text(meta_text, encoding="utf-8")
+        arrays = {"matrix": np.packbits(matrix, axis=None),
+                  "shape": np.asarray(matrix.shape, dtype=np.int64)}
+    with _replacing(npz) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    with _replacing(side) as tmp:
+        tmp.write_text(meta_text, encoding="utf-8")
     return npz
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` that replaces it (``os.replace``) once written
+    whole, so a failed or interrupted write leaves the old file as it was."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write_parquet(path: Path, matrix: Any, meta: dict[str, Any], meta_text: str) -> Path:
@@ -100,7 +114,8 @@ def _write_parquet(path: Path, matrix: Any, meta: dict[str, Any], meta_text: str
     table = pa.Table.from_arrays(arrays, names=names)
     table = table.replace_schema_metadata({METADATA_KEY.decode(): meta_text})
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
+    with _replacing(path) as tmp:
+        pq.write_table(table, tmp)
     return path
 
 

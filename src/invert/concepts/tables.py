@@ -13,7 +13,10 @@ from .._validate import bad, check_choice
 from .core import ConceptSet
 from .util import check_errors, read_table, report_skipped
 
-__all__ = ["from_table"]
+__all__ = ["from_table", "SKIP_HINT"]
+
+#: The hint in the message of a table with bad rows (the command line drops it).
+SKIP_HINT = "(or pass errors='skip' to leave bad rows out, recorded in .skipped)"
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +146,7 @@ def _wide(df, cols, sample_column, concept_columns, errors, sparse, src) -> Conc
             out[i, j] = b
     if problems:
         if errors == "raise":
-            raise bad("table", "a sample id and 0/1 values in every row (or pass "
-                      "errors='skip' to leave bad rows out, recorded in .skipped)",
+            raise bad("table", "a sample id and 0/1 values in every row " + SKIP_HINT,
                       f"{len(problems)} bad row(s): " + "; ".join(problems[:5])
                       + ("; ..." if len(problems) > 5 else ""), raw=True)
         skipped = [{"item": p.split(":")[0], "reason": p.split(": ", 1)[1]} for p in problems]
@@ -196,8 +198,8 @@ def _long(df, cols, sample_column, concept_column, samples, errors, sparse, src)
         labels[order[s]].add(c)
     if problems:
         if errors == "raise":
-            raise bad("table", "a sample id (one of samples, when given) in every row (or "
-                      "pass errors='skip' to leave bad rows out, recorded in .skipped)",
+            raise bad("table", "a sample id (one of samples, when given) in every row "
+                      + SKIP_HINT,
                       f"{len(problems)} bad row(s): "
                       + "; ".join(f"row {i}: {r}" for i, r in problems[:5]), raw=True)
         skipped += [{"item": f"row {i}", "reason": r} for i, r in problems]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import warnings
@@ -27,7 +28,9 @@ def report_skipped(skipped: Sequence[dict[str, Any]], where: str) -> None:
         return
     reasons = Counter(str(r.get("reason", "?")).split(":")[0] for r in skipped)
     top = ", ".join(f"{n} x {r}" for r, n in reasons.most_common(5))
-    msg = f"{where}: skipped {len(skipped)} item(s) ({top}); see the set's .skipped for each"
+    eg = ", ".join(str(r.get("item", "?")) for r in skipped[:3])
+    msg = (f"{where}: skipped {len(skipped)} item(s) ({top}), e.g. {eg}; see the set's "
+           ".skipped for each")
     logger.info(msg)
     warnings.warn(msg, SkippedItemsWarning, stacklevel=3)
 
@@ -73,6 +76,27 @@ def list_files(root: Path, extensions: tuple[str, ...] | None) -> tuple[list[str
     return files, skipped
 
 
+def read_header(path: Path, sep: str) -> list[str]:
+    """The column names of a CSV/TSV file as written (quoted cells such as ``"dog, big"``
+    are one name)."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        return next(csv.reader(fh, delimiter=sep), [])
+
+
+def check_header(header: Sequence[str], param: str, path: Path) -> None:
+    """Every column has a name, and no name twice (pandas would invent ``Unnamed: 1`` and
+    ``dog.1``)."""
+    empty = [i + 1 for i, h in enumerate(header) if not h.strip()]
+    if empty:
+        raise bad(param, "a name in every header cell",
+                  f"an empty column name in column(s) {empty[:10]} of {str(path)!r}", raw=True)
+    counts = Counter(h.strip() for h in header)
+    dups = [h for h, n in counts.items() if n > 1]
+    if dups:
+        raise bad(param, "unique column names", f"duplicate column names {dups} in "
+                  f"{str(path)!r}", raw=True)
+
+
 def read_table(table: Any, param: str):
     """A pandas DataFrame from a DataFrame or a CSV/TSV/Parquet path."""
     pd = _require_pandas("reading tables")
@@ -94,13 +118,6 @@ def read_table(table: Any, param: str):
     if suffix in (".csv", ".tsv", ".txt"):
         sep = "\t" if suffix == ".tsv" else ","
         # read ids as text so 'n01440764' or '007' keep their form; 0/1 columns are converted later
-        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
-        with open(path, encoding="utf-8") as fh:
-            header = fh.readline().rstrip("\r\n").split(sep)
-        counts = Counter(h.strip() for h in header)
-        dups = [h for h, n in counts.items() if n > 1]
-        if dups:
-            raise bad(param, "unique column names", f"duplicate column names {dups} in "
-                      f"{str(path)!r}", raw=True)
-        return df
+        check_header(read_header(path, sep), param, path)
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
     raise bad(param, "a .csv, .tsv or .parquet file", str(path))

@@ -328,7 +328,7 @@ def _default_wordnet(env: str | None) -> WordNet:
     return WordNet(env)
 
 
-@dataclass
+@dataclass(repr=False)
 class Hierarchy:
     """Concepts for a list of leaf synsets plus their shared hypernyms.
 
@@ -355,6 +355,11 @@ class Hierarchy:
     @property
     def n_leaves(self) -> int:
         return len(self.leaf_ancestors)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(self.names[:3]) + (", ..." if len(self.names) > 3 else "")
+        return (f"Hierarchy({self.n_leaves} leaves, {len(self.wnids)} concepts: {shown}; "
+                f"{len(self.dropped)} hypernyms dropped)")
 
 
 def _closure_occurrences(leaf: str, lookup: dict[str, Synset]) -> list[str]:

@@ -1,0 +1,384 @@
+"""What the command line and the demo share: load and align inputs, load models, search
+layers with progress bars, and the summary table. No click here: user errors are raised as
+:class:`CommandError` (one line) or as the library's own
+:class:`~invert._validate.InvalidParameterError` and ``FileNotFoundError``; anything else is
+a bug and keeps its traceback. Things the user should know are :class:`RunWarning` s.
+
+:func:`run_explain` is the work of ``invert explain`` in named stages; everything cheap is
+checked before the model runs:
+
+1. :func:`check_explain_args` (options that do not go together), the output folder and the
+   cache folder writable (:class:`~invert.workflow.outputs.StagedOutput`);
+2. :func:`load_concepts` (the concept source, WordNet, WNIDs, ``--senses``);
+3. :func:`plan_layers`: the activations file read, or the image folder listed, the model
+   loaded and its layers checked;
+4. :func:`align_concepts` (sample ids; a mismatch is an error unless ``--match-by-order``)
+   and :func:`prune_concepts`, the ``--min-support`` as a ``min_fraction``;
+5. the model run (:meth:`LayerPlan.read`), :func:`search_layers`, :func:`write_outputs`
+   into the staged folder, then moved into ``OUT``.
+
+Submodules: :mod:`.inputs` (reading files), :mod:`.samples` (alignment, pruning),
+:mod:`.models` (models, layers, ONNX Runtime), :mod:`.summary` (summary table, support
+warnings), :mod:`.outputs` (the staged output folder), :mod:`.errors`."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._files import layer_slug
+from .._progress import progress_bar
+from ..api import explain
+from ..concepts import ConceptSet
+from ..distributed import ShardError, explain_sharded
+from ..extract import UnreadableImageError, collect_activations, load_image_folder
+from ..report import build_report, save_run
+from ..trust import permutation_test
+from .errors import (
+    CLI_EXTRA,
+    INSTALL_HINTS,
+    CommandError,
+    RunWarning,
+    install_hints_as_command_errors,
+)
+from .inputs import (
+    ACTIVATION_SUFFIXES,
+    CONCEPT_TABLE_SUFFIXES,
+    Layer,
+    load_activations,
+    load_concepts,
+)
+from .models import (
+    BUILTIN_MODELS,
+    builtin_unit_labels,
+    check_layers,
+    choose_engine,
+    imagenet_class_names,
+    load_model,
+    unit_sources,
+)
+from .outputs import StagedOutput, check_writable_folder
+from .samples import SampleMatch, align_concepts, min_fraction_for_support, prune_concepts
+from .summary import rank_score, summary_table, support_warnings
+
+__all__ = [
+    "CommandError", "RunWarning", "install_hints_as_command_errors", "load_activations",
+    "load_concepts", "align_concepts", "prune_concepts", "load_model", "explain_layer",
+    "explain_layer_sharded", "summary_table", "rank_score", "support_warnings",
+    "check_explain_args", "plan_layers", "LayerPlan", "check_rows", "search_layers",
+    "write_outputs", "run_explain", "imagenet_class_names", "choose_engine", "SampleMatch",
+    "ACTIVATION_SUFFIXES", "CONCEPT_TABLE_SUFFIXES", "BUILTIN_MODELS", "INSTALL_HINTS",
+    "CLI_EXTRA", "Layer",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def explain_layer(values, unit_ids: Sequence[Any], concepts, *, desc: str, progress: bool,
+                  **search: Any):
+    """:func:`invert.explain` of one layer with a progress bar."""
+    with progress_bar(values.shape[1], desc, progress) as tick:
+        return explain(values, concepts, unit_ids=list(unit_ids), progress=tick, **search)
+
+
+def explain_layer_sharded(values, unit_ids: Sequence[Any], concepts, *, desc: str,
+                          progress: bool, out_dir: Path, backend: str, address: str | None,
+                          shard_units: int | None, **search: Any):
+    """:func:`invert.distributed.explain_sharded` of one layer with a progress bar."""
+    with progress_bar(values.shape[1], desc, progress) as tick:
+        try:
+            return explain_sharded(values, concepts, unit_ids=list(unit_ids), out_dir=out_dir,
+                                   backend=backend, address=address, shard_units=shard_units,
+                                   progress=tick, **search)
+        except ShardError as err:
+            raise CommandError(f"--backend {backend}: {err}") from err
+
+
+# ------------------------------------------------------------------------------ layers
+
+
+@dataclass
+class LayerPlan:
+    """The layers to explain, known before the model runs: the activations already read
+    (``acts``), or the model and image folder to run (``read()`` runs it)."""
+
+    n: int
+    sample_ids: list[str] | None
+    layers: list[str]
+    acts: dict[str, Layer] | None = None
+    model: Any = None
+    dataset: Any = None
+    engine: str | None = None
+    skipped_images: list[dict[str, str]] = field(default_factory=list)
+    describe: str = ""
+
+    def read(self, *, reduce: str | float, batch_size: int, device: str | None,
+             cache_dir: Path | None, progress: bool) -> dict[str, Layer]:
+        """The activations: as read, or recorded from the model over the images."""
+        if self.acts is not None:
+            return self.acts
+        layers: list[Any] = list(self.layers)
+        net = self.model
+        try:
+            if self.engine == "onnx":
+                layers, net = unit_sources(self.model, self.dataset[0], layers), None
+            got = collect_activations(net, self.dataset, layers, reduce=reduce,
+                                      batch_size=batch_size, device=device,
+                                      cache_dir=cache_dir, progress=progress)
+        except UnreadableImageError as err:
+            raise _unreadable(err) from err
+        return {k: (np.asarray(v.values), list(v.unit_ids), [str(s) for s in v.sample_ids])
+                for k, v in got.items()}
+
+
+def _unreadable(err: UnreadableImageError) -> CommandError:
+    return CommandError(f"--data: unreadable image file {err.path!r}: {err.reason} (add "
+                        "--skip-bad-images to leave such files out)")
+
+
+def plan_layers(*, activations: Path | None, model: str | None, layers: Sequence[str],
+                data: Path | None, device: str | None, mmap: bool, engine: str = "auto",
+                skip_bad_images: bool = False) -> LayerPlan:
+    """Read the ``activations`` file, or list the images of ``data``, load ``model`` and
+    check its ``layers`` (nothing runs the model yet)."""
+    if activations is not None:
+        acts = load_activations(activations, layers[0] if layers else None, mmap=mmap)
+        n, sids = check_rows(acts)
+        units = ", ".join(f"{k or 'output'} ({v[0].shape[1]} units)" for k, v in acts.items())
+        return LayerPlan(n=n, sample_ids=sids, layers=list(acts), acts=acts, describe=units)
+    assert model is not None and data is not None  # checked by check_explain_args
+    net, transform = load_model(model)
+    check_layers(net, layers)
+    try:
+        ds = load_image_folder(data, transform, on_error="skip" if skip_bad_images else "raise")
+    except UnreadableImageError as err:
+        raise _unreadable(err) from err
+    except ValueError as err:  # no (readable) image files under the folder
+        raise CommandError(f"--data: {str(err).removeprefix('root: ')}") from err
+    eng = choose_engine(engine, model, device)
+    how = "ONNX Runtime" if eng == "onnx" else "PyTorch"
+    return LayerPlan(
+        n=len(ds), sample_ids=[str(s) for s in ds.sample_ids], layers=list(layers), model=net,
+        dataset=ds, engine=eng,
+        skipped_images=[{"item": s, "reason": r} for s, r in ds.skipped],
+        describe=", ".join(x or "output" for x in layers) + f" of {model} through {how}")
+
+
+def check_rows(acts: dict[str, Layer]) -> tuple[int, list | None]:
+    """The number of samples (the same in every layer) and the first layer's sample ids."""
+    first = next(iter(acts.values()))
+    n, sids = first[0].shape[0], first[2]
+    for name, (v, _, _s) in acts.items():
+        if v.shape[0] != n:
+            raise CommandError(f"--activations: layer {name!r} has {v.shape[0]} rows, not {n}")
+    return n, sids
+
+
+# ------------------------------------------------------------------------------ stages
+
+
+def check_explain_args(*, activations: Path | None, model: str | None, layers: Sequence[str],
+                       data: Path | None, backend: str, address: str | None,
+                       shard_units: int | None, holdout: float | None,
+                       permutations: int, concepts_spec: str = "folders",
+                       wordnet: bool = False, senses: Path | None = None,
+                       skip_bad_images: bool = False) -> None:
+    """Raise :class:`CommandError` for a combination of ``invert explain`` options that does
+    not go together (``FileNotFoundError`` for a missing ``--data`` folder or ``--senses``
+    file)."""
+    if (activations is None) == (model is None):
+        raise CommandError("give either --activations FILE or --model NAME (with --data)")
+    if model is not None and (data is None or not layers):
+        raise CommandError("--model needs --data FOLDER and at least one --layer")
+    if activations is not None and len(layers) > 1:
+        raise CommandError("--activations takes at most one --layer (the name to record)")
+    if activations is not None and not activations.is_file():
+        raise FileNotFoundError(f"--activations: file {str(activations)!r} not found")
+    if data is not None and not data.is_dir():
+        raise FileNotFoundError(f"--data: folder {str(data)!r} not found")
+    if backend != "ray" and (address is not None or shard_units is not None):
+        raise CommandError("--address and --shard-units need --backend ray")
+    if backend == "ray" and (holdout is not None or permutations):
+        raise CommandError("--holdout and --permutations are not available with --backend ray")
+    if wordnet and concepts_spec != "folders":
+        raise CommandError("--wordnet goes with --concepts folders")
+    if senses is not None:
+        if not wordnet:
+            raise CommandError("--senses needs --wordnet (it overrides WordNet senses)")
+        if not senses.is_file():
+            raise FileNotFoundError(f"--senses: file {str(senses)!r} not found")
+    if skip_bad_images and model is None:
+        raise CommandError("--skip-bad-images goes with --model and --data")
+
+
+def _concepts_for(plan: LayerPlan, cs: ConceptSet, *, match_by_order: bool,
+                  min_concept_samples: int) -> tuple[ConceptSet, SampleMatch, int]:
+    """The concepts lined up with the plan's samples and pruned, how rows matched, and how
+    many concepts were dropped."""
+    if plan.skipped_images and cs.sample_ids is not None:
+        gone = {s["item"] for s in plan.skipped_images}
+        keep = [i for i, s in enumerate(cs.sample_ids) if str(s) not in gone]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cs = cs.subset(samples=np.asarray(keep, dtype=np.int64))
+    cs, match = align_concepts(cs, plan.sample_ids, plan.n, match_by_order=match_by_order)
+    before = cs.n_concepts
+    cs = prune_concepts(cs, min_concept_samples)
+    return cs, match, before - cs.n_concepts
+
+
+def _with_min_support(search: dict[str, Any], min_support: int, n: int) -> dict[str, Any]:
+    frac = min_fraction_for_support(search.get("min_fraction", 0.0),
+                                    search.get("max_fraction", 0.5), min_support, n,
+                                    search.get("holdout"))
+    return dict(search) | {"min_fraction": frac}
+
+
+def run_explain(
+    *,
+    out: Path,
+    concepts_spec: str,
+    activations: Path | None = None,
+    model: str | None = None,
+    layers: Sequence[str] = (),
+    data: Path | None = None,
+    images: Path | None = None,
+    wordnet: bool = False,
+    senses: Path | None = None,
+    file_concepts: bool = True,
+    reduce: str | float = "mean",
+    batch_size: int = 32,
+    cache_dir: Path | None = None,
+    min_concept_samples: int = 3,
+    min_support: int = 3,
+    report: bool = True,
+    progress: bool = True,
+    search: dict[str, Any],
+    backend: str = "local",
+    address: str | None = None,
+    shard_units: int | None = None,
+    permutations: int = 0,
+    fdr: float = 0.05,
+    skip_bad_images: bool = False,
+    match_by_order: bool = False,
+    engine: str = "auto",
+    echo: Callable[[str], Any] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """The work of ``invert explain``; returns the output folder and the results per layer.
+
+    The stages (see the module): check the arguments and the output folder, load the
+    concepts, plan the layers (read the file, or list the images and load the model), line
+    up and prune the concepts, then run the model, search each layer (with the permutation
+    test) and write the output folder with the report, moved into ``out`` when complete.
+    ``echo`` gets the line "N samples x C concepts (K skipped), layers ..." at the start."""
+    check_explain_args(activations=activations, model=model, layers=layers, data=data,
+                       backend=backend, address=address, shard_units=shard_units,
+                       holdout=search.get("holdout"), permutations=permutations,
+                       concepts_spec=concepts_spec, wordnet=wordnet, senses=senses,
+                       skip_bad_images=skip_bad_images)
+    with install_hints_as_command_errors(), StagedOutput(out) as stage:
+        if cache_dir is not None:
+            check_writable_folder("--cache-dir", cache_dir)
+        def concepts() -> ConceptSet:
+            return load_concepts(concepts_spec, data, wordnet=wordnet, senses=senses,
+                                 file_concepts=file_concepts, match_by_order=match_by_order)
+
+        cs = concepts() if activations is None else None  # (WordNet) before loading a model
+        plan = plan_layers(activations=activations, model=model, layers=layers, data=data,
+                           device=search.get("device"), mmap=backend == "ray", engine=engine,
+                           skip_bad_images=skip_bad_images)
+        cs = cs if cs is not None else concepts()
+        cs, match, dropped = _concepts_for(plan, cs, match_by_order=match_by_order,
+                                           min_concept_samples=min_concept_samples)
+        search = _with_min_support(search, min_support, plan.n)
+        (echo or logger.info)(
+            f"{plan.n} samples x {cs.n_concepts} concepts ({dropped} skipped: on fewer than "
+            f"{min_concept_samples} samples or on all), layers {plan.describe}")
+        acts = plan.read(reduce=reduce, batch_size=batch_size, device=search.get("device"),
+                         cache_dir=cache_dir, progress=progress)
+        results = search_layers(acts, cs, search, progress=progress, out=out, backend=backend,
+                                address=address, shard_units=shard_units,
+                                permutations=permutations, fdr=fdr)
+        for line in support_warnings(results):
+            warnings.warn(line, RunWarning, stacklevel=2)
+        params = dict(search) | {"reduce": reduce, "min_concept_samples": min_concept_samples,
+                                 "min_support": min_support}
+        if permutations:
+            params |= {"permutations": permutations, "fdr": fdr}
+        labels = {k: lab for k, v in acts.items()
+                  if (lab := builtin_unit_labels(model, k, v[0].shape[1])) is not None}
+        extra = _run_extra(model=model, activations=activations, backend=backend, plan=plan,
+                           match=match, cs=cs)
+        with stage.writing() as folder:
+            write_outputs(folder, results, acts, cs, params=params,
+                          sample_ids=_sample_ids(plan, cs), unit_labels=labels or None,
+                          images_root=images if images is not None else data, report=report,
+                          progress=progress, extra=extra)
+        stage.commit()
+    return out, results
+
+
+def _sample_ids(plan: LayerPlan, cs: ConceptSet) -> list[Any]:
+    if plan.sample_ids is not None:
+        return list(plan.sample_ids)
+    return list(cs.sample_ids) if cs.sample_ids is not None else list(range(plan.n))
+
+
+def _run_extra(*, model: str | None, activations: Path | None, backend: str, plan: LayerPlan,
+               match: SampleMatch, cs: ConceptSet) -> dict[str, Any]:
+    """The entries of ``run.json`` that describe the run beyond its parameters."""
+    extra: dict[str, Any] = {
+        "command": "explain", "model": model,
+        "activations_file": None if activations is None else str(activations),
+        "sample_matching": match.to_json(),
+        "skipped_images": plan.skipped_images,
+    }
+    if plan.engine is not None:
+        extra["engine"] = plan.engine
+    sources = cs.concept_sources()
+    if sources:
+        extra["concept_sources"] = sources
+    if backend != "local":
+        extra["backend"] = backend
+    return extra
+
+
+def search_layers(acts: dict[str, Layer], cs: ConceptSet, search: dict[str, Any], *,
+                  progress: bool, out: Path, backend: str, address: str | None,
+                  shard_units: int | None, permutations: int, fdr: float) -> dict[str, Any]:
+    """Explain every layer: locally (then the permutation test when ``permutations``), or
+    in shards on ``backend`` (resumable from ``out/sharded/<layer>``)."""
+    results = {}
+    for name, (v, uids, _) in acts.items():
+        desc = f"search {name or 'output'}"
+        if backend == "ray":
+            results[name] = explain_layer_sharded(
+                v, uids, cs, desc=desc, progress=progress,
+                out_dir=out / "sharded" / layer_slug(name), backend=backend, address=address,
+                shard_units=shard_units, **search)
+            continue
+        results[name] = explain_layer(v, uids, cs, desc=desc, progress=progress, **search)
+        if permutations:  # p-values corrected for the search, BH q-values, survivors at fdr
+            permutation_test(v, cs, results[name], n_permutations=permutations,
+                             random_state=search.get("random_state"), alpha=fdr)
+    return results
+
+
+def write_outputs(out: Path, results: dict[str, Any], acts: dict[str, Layer], cs: ConceptSet,
+                  *, params: dict[str, Any], sample_ids: Sequence[Any],
+                  images_root: Path | None, report: bool, progress: bool,
+                  extra: dict[str, Any],
+                  unit_labels: dict[str, list[str]] | None = None) -> None:
+    """The output folder (:func:`invert.report.save_run`) and, with ``report``, its HTML
+    report."""
+    save_run(out, results, {k: v[0] for k, v in acts.items()}, cs, params=params,
+             sample_ids=sample_ids, images_root=images_root, unit_labels=unit_labels,
+             extra=extra)
+    if report:
+        build_report(out, progress=progress)
