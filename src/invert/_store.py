@@ -25,13 +25,14 @@ This module sits below the engine: it imports numpy, torch (to hash tensors),
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ except ImportError:  # pragma: no cover - not POSIX: folders are not locked
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "replacing",
     "FolderLock",
     "Fingerprint",
     "RunStore",
@@ -191,6 +193,22 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None]) -> 
         except FileNotFoundError:
             pass
         raise
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``path`` that replaces it (``os.replace``) once written
+    whole, so a failed or interrupted write leaves the old file as it was.
+
+    For writers that want a path (``np.save``, pandas, pyarrow) rather than a file object
+    (:func:`atomic_write`)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _temp_file(path: Path) -> tuple[int, Path]:

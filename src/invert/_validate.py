@@ -130,7 +130,7 @@ def check_memory_budget(name: str, value: Any, *, minimum: int = 1 << 20) -> int
             number = float(text)
         except ValueError:
             raise bad(name, "bytes as an int or a size like '2GiB'", value) from None
-        if not math.isfinite(number) or number * scale < minimum:
+        if not math.isfinite(number * scale) or number * scale < minimum:
             raise bad(name, f"a finite size of at least {minimum} bytes, e.g. '2GiB'", value)
         return int(number * scale)
     return check_int(name, value, minimum=minimum)

@@ -27,9 +27,11 @@ from .imagenet import (
 )
 from .tables import from_table
 from .text import TopicCorpus, from_spacy, from_topic_files, read_topic_files
+from .tokens import align_tokens, check_aligned, token_concepts
 from .wordnet import Hierarchy, Synset, WordNet, WordNetNotFoundError, hypernym_hierarchy
 
 __all__ = [
+    "token_concepts", "align_tokens", "check_aligned",
     "ConceptSet",
     "ConstantConceptWarning",
     "SkippedItemsWarning",

@@ -12,16 +12,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from .._store import replacing
 from .._validate import bad
 
 __all__ = [
@@ -76,23 +74,11 @@ def write_concept_set(path: Path, matrix: Any, meta: dict[str, Any]) -> Path:
     else:
         arrays = {"matrix": np.packbits(matrix, axis=None),
                   "shape": np.asarray(matrix.shape, dtype=np.int64)}
-    with _replacing(npz) as tmp, open(tmp, "wb") as fh:
+    with replacing(npz) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **arrays)
-    with _replacing(side) as tmp:
+    with replacing(side) as tmp:
         tmp.write_text(meta_text, encoding="utf-8")
     return npz
-
-
-@contextlib.contextmanager
-def _replacing(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` that replaces it (``os.replace``) once written
-    whole, so a failed or interrupted write leaves the old file as it was."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write_parquet(path: Path, matrix: Any, meta: dict[str, Any], meta_text: str) -> Path:
@@ -114,7 +100,7 @@ def _write_parquet(path: Path, matrix: Any, meta: dict[str, Any], meta_text: str
     table = pa.Table.from_arrays(arrays, names=names)
     table = table.replace_schema_metadata({METADATA_KEY.decode(): meta_text})
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _replacing(path) as tmp:
+    with replacing(path) as tmp:
         pq.write_table(table, tmp)
     return path
 

@@ -33,12 +33,11 @@ the rest) is written for results of a holdout search (``holdout_index`` attribut
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from .._files import layer_slug, unit_slug
+from .._store import replacing
 from .._validate import bad
 from .._version import __version__
 from ..concepts import ConceptSet
@@ -122,7 +122,7 @@ def save_run(
     if len(sample_ids) != n:
         raise bad("sample_ids", f"{n} ids (one per sample)", f"{len(sample_ids)}", raw=True)
     layers_meta, records = _save_layers(out, results, activations, n, unit_labels)
-    with _replacing(out / JSONL_FILE) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+    with replacing(out / JSONL_FILE) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for rec in records:
             fh.write(json.dumps(json_safe(rec), allow_nan=False) + "\n")
     _write_tables(out, list(results.items()))
@@ -147,21 +147,9 @@ def save_run(
     }
     meta.update(dict(extra or {}))
     path = out / RUN_FILE
-    with _replacing(path) as tmp:  # last: a run.json names only files written whole
+    with replacing(path) as tmp:  # last: a run.json names only files written whole
         tmp.write_text(json.dumps(json_safe(meta), indent=1, allow_nan=False), encoding="utf-8")
     return path
-
-
-@contextlib.contextmanager
-def _replacing(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` that replaces it (``os.replace``) once written
-    whole, so a failed or interrupted write leaves the previous file as it was."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _save_layers(out: Path, results: Mapping[str, ExplanationResult],
@@ -185,7 +173,7 @@ def _save_layers(out: Path, results: Mapping[str, ExplanationResult],
             slug += "_"
         slugs.add(slug)
         act_file = f"activations_{slug}.npy"
-        with _replacing(out / act_file) as tmp, open(tmp, "wb") as fh:
+        with replacing(out / act_file) as tmp, open(tmp, "wb") as fh:
             np.save(fh, vals)
         labels = None if unit_labels is None else unit_labels.get(layer)
         if labels is not None and len(labels) != len(res):
@@ -230,10 +218,10 @@ def _write_tables(out: Path, frames: list[tuple[str, ExplanationResult]]) -> Non
         parts.append(df)
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
     df["unit"] = df["unit"].astype(str)
-    with _replacing(out / CSV_FILE) as tmp:
+    with replacing(out / CSV_FILE) as tmp:
         df.to_csv(tmp, index=False)
     try:
-        with _replacing(out / PARQUET_FILE) as tmp:
+        with replacing(out / PARQUET_FILE) as tmp:
             df.to_parquet(tmp, index=False)
     except ImportError:  # pragma: no cover - depends on the environment
         logger.warning("pyarrow is not installed: explanations.parquet not written")
