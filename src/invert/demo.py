@@ -31,6 +31,7 @@ import numpy as np
 
 from .concepts import WordNet, from_folders
 from .extract import ImageFolder, collect_activations, efficientnet_lite0
+from .extract.maps import write_maps
 from .report import build_report, save_run
 from .trust import permutation_test
 from .workflow import (
@@ -54,6 +55,8 @@ MIN_CONCEPT_SAMPLES = 3
 SEARCH = {"length": 3, "beam_size": 5, "min_fraction": 0.02, "max_fraction": 0.5,
           "mode": "positive", "holdout": 0.5, "random_state": 0}
 #: Permutations of the search for the search-corrected p-values (shared null, cheap here).
+#: Spatial maps kept per channel (the report overlays them on the top photos).
+MAPS_PER_CHANNEL = 5
 N_PERMUTATIONS = 200
 #: Path parts marking drawn (not photographic) stamps.
 DRAWN_PARTS = frozenset({"cartoon", "symbols", "roadsigns", "flags", "houses"})
@@ -146,9 +149,8 @@ def run_demo(
     cs = prune_concepts(photo_stamps(root), MIN_CONCEPT_SAMPLES)
     say(f"concepts: {cs.n_concepts} WordNet synsets over {cs.n_samples} Tux Paint photos "
         f"({time.perf_counter() - t0:.1f} s)")
-    values, unit_ids, unit_labels = _activations(cs, root, out, device=device,
-                                                 batch_size=batch_size, progress=progress,
-                                                 say=say)
+    values, unit_ids, unit_labels, feature_set = _activations(
+        cs, root, out, device=device, batch_size=batch_size, progress=progress, say=say)
     say(f"activations: {FEATURE_LAYER} {values[FEATURE_LAYER].shape[1]} channels, "
         f"{LOGITS_LAYER} {len(unit_ids[LOGITS_LAYER])} predicted classes "
         f"({time.perf_counter() - t0:.1f} s)")
@@ -161,6 +163,7 @@ def run_demo(
              extra={"command": "demo", "model": "efficientnet-lite0",
                     "title": "invert demo: EfficientNet-Lite0 on Tux Paint photos",
                     "concept_sources": cs.concept_sources()})
+    write_maps(feature_set, out)  # the channels' spatial maps of their top photos
     path = build_report(out, progress=progress)
     say(summary_table(results, unit_labels))
     say(f"done in {time.perf_counter() - t0:.1f} s")
@@ -169,9 +172,11 @@ def run_demo(
 
 def _activations(cs, root: Path, out: Path, *, device: str | None, batch_size: int,
                  progress: bool, say: Callable[[str], Any]
-                 ) -> tuple[dict[str, np.ndarray], dict[str, list[str]], dict[str, list[str]]]:
+                 ) -> tuple[dict[str, np.ndarray], dict[str, list[str]], dict[str, list[str]],
+                            Any]:
     """The two layers over the photos of ``cs`` (cached in ``out/cache``): values, unit ids
-    and unit labels per layer; the logits keep only the classes predicted (top-1) for at
+    and unit labels per layer, and the feature layer's activation set with the spatial maps
+    of each channel's top photos; the logits keep only the classes predicted (top-1) for at
     least one photo."""
     model, transform = efficientnet_lite0()
     files = [root / str(s) for s in cs.sample_ids]
@@ -183,7 +188,7 @@ def _activations(cs, root: Path, out: Path, *, device: str | None, batch_size: i
         layers = unit_sources(model, ds[0], layers)
         net = None
         say("model: EfficientNet-Lite0 through ONNX Runtime")
-    acts = collect_activations(net, ds, layers, reduce="mean",
+    acts = collect_activations(net, ds, layers, reduce="mean", keep_maps=MAPS_PER_CHANNEL,
                                batch_size=batch_size, device=device, cache_dir=out / "cache",
                                progress=progress)
     feats = np.asarray(acts[FEATURE_LAYER].values, dtype=np.float32)
@@ -195,7 +200,7 @@ def _activations(cs, root: Path, out: Path, *, device: str | None, batch_size: i
     unit_ids = {FEATURE_LAYER: [str(k) for k in range(feats.shape[1])],
                 LOGITS_LAYER: [str(int(k)) for k in predicted]}
     unit_labels = {LOGITS_LAYER: [names[int(k)] for k in predicted]}
-    return values, unit_ids, unit_labels
+    return values, unit_ids, unit_labels, acts[FEATURE_LAYER]
 
 
 def _search(values: dict[str, np.ndarray], unit_ids: dict[str, list[str]], cs,

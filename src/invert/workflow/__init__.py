@@ -38,6 +38,7 @@ from ..api import explain
 from ..concepts import ConceptSet
 from ..distributed import ShardError, explain_sharded
 from ..extract import UnreadableImageError, collect_activations, load_image_folder
+from ..extract.maps import write_maps
 from ..report import build_report, save_run
 from ..trust import permutation_test
 from .errors import (
@@ -79,6 +80,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Spatial maps kept per conv channel for the report's overlays.
+MAPS_PER_UNIT = 5
+
 
 def explain_layer(values, unit_ids: Sequence[Any], concepts, *, desc: str, progress: bool,
                   **search: Any):
@@ -117,10 +121,13 @@ class LayerPlan:
     engine: str | None = None
     skipped_images: list[dict[str, str]] = field(default_factory=list)
     describe: str = ""
+    #: activation sets with spatial maps (conv layers, ``keep_maps``), written for the report
+    maps: dict[str, Any] = field(default_factory=dict)
 
     def read(self, *, reduce: str | float, batch_size: int, device: str | None,
-             cache_dir: Path | None, progress: bool) -> dict[str, Layer]:
-        """The activations: as read, or recorded from the model over the images."""
+             cache_dir: Path | None, progress: bool, keep_maps: int = 0) -> dict[str, Layer]:
+        """The activations: as read, or recorded from the model over the images (with the
+        spatial maps of each conv channel's ``keep_maps`` top images)."""
         if self.acts is not None:
             return self.acts
         layers: list[Any] = list(self.layers)
@@ -130,9 +137,11 @@ class LayerPlan:
                 layers, net = unit_sources(self.model, self.dataset[0], layers), None
             got = collect_activations(net, self.dataset, layers, reduce=reduce,
                                       batch_size=batch_size, device=device,
-                                      cache_dir=cache_dir, progress=progress)
+                                      cache_dir=cache_dir, progress=progress,
+                                      keep_maps=keep_maps if reduce != "none" else 0)
         except UnreadableImageError as err:
             raise _unreadable(err) from err
+        self.maps = {k: v for k, v in got.items() if getattr(v, "maps", None) is not None}
         return {k: (np.asarray(v.values), list(v.unit_ids), [str(s) for s in v.sample_ids])
                 for k, v in got.items()}
 
@@ -301,7 +310,8 @@ def run_explain(
             f"{plan.n} samples x {cs.n_concepts} concepts ({dropped} skipped: on fewer than "
             f"{min_concept_samples} samples or on all), layers {plan.describe}")
         acts = plan.read(reduce=reduce, batch_size=batch_size, device=search.get("device"),
-                         cache_dir=cache_dir, progress=progress)
+                         cache_dir=cache_dir, progress=progress,
+                         keep_maps=MAPS_PER_UNIT if report else 0)
         results = search_layers(acts, cs, search, progress=progress, out=out, backend=backend,
                                 address=address, shard_units=shard_units,
                                 permutations=permutations, fdr=fdr)
@@ -319,7 +329,7 @@ def run_explain(
             write_outputs(folder, results, acts, cs, params=params,
                           sample_ids=_sample_ids(plan, cs), unit_labels=labels or None,
                           images_root=images if images is not None else data, report=report,
-                          progress=progress, extra=extra)
+                          progress=progress, extra=extra, maps=plan.maps)
         stage.commit()
     return out, results
 
@@ -374,11 +384,15 @@ def write_outputs(out: Path, results: dict[str, Any], acts: dict[str, Layer], cs
                   *, params: dict[str, Any], sample_ids: Sequence[Any],
                   images_root: Path | None, report: bool, progress: bool,
                   extra: dict[str, Any],
-                  unit_labels: dict[str, list[str]] | None = None) -> None:
-    """The output folder (:func:`invert.report.save_run`) and, with ``report``, its HTML
-    report."""
+                  unit_labels: dict[str, list[str]] | None = None,
+                  maps: dict[str, Any] | None = None) -> None:
+    """The output folder (:func:`invert.report.save_run`), the spatial maps of conv layers
+    (``maps_<layer>.npz``, overlaid on the report's thumbnails) and, with ``report``, its
+    HTML report."""
     save_run(out, results, {k: v[0] for k, v in acts.items()}, cs, params=params,
              sample_ids=sample_ids, images_root=images_root, unit_labels=unit_labels,
              extra=extra)
+    for layer_set in (maps or {}).values():
+        write_maps(layer_set, out)
     if report:
         build_report(out, progress=progress)
