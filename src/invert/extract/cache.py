@@ -779,15 +779,17 @@ def _write_npy(f: Any, blocks: Iterable[np.ndarray], shape: tuple[int, ...], dty
 
 
 def _check_record_layout(record: Mapping[str, Any]) -> None:
-    """The file table and layer table of ``result.json`` are what this module writes."""
+    """The file table and layer table of ``result.json`` are what this module writes (layer
+    values are 2-D; extra arrays such as spatial maps may have any rank)."""
     files, layers = record.get("files"), record.get("layers")
     if not isinstance(files, dict) or not isinstance(layers, dict) or not layers:
         raise CacheCorruptError("result.json lacks its file or layer table")
     for name, f in files.items():
         if not (isinstance(f, dict) and isinstance(f.get("file"), str)
                 and _VALUES_RE.match(f["file"]) and isinstance(f.get("sha1"), str)
-                and isinstance(f.get("shape"), list) and len(f["shape"]) == 2
-                and all(isinstance(x, int) and x >= 0 for x in f["shape"])):
+                and isinstance(f.get("shape"), list) and len(f["shape"]) >= 1
+                and all(isinstance(x, int) and x >= 0 for x in f["shape"])
+                and (name not in layers or len(f["shape"]) == 2)):
             raise CacheCorruptError(f"result.json: bad file entry for {name!r}")
     for name, li in layers.items():
         if name not in files or not isinstance(li, dict) or not isinstance(
