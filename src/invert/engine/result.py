@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .formula import Formula
+from .stats import newcombe_interval
 
 __all__ = ["Explanation", "UnitExplanations", "ExplanationResult", "COLUMNS"]
 
@@ -196,10 +197,20 @@ class ExplanationResult:
             fh.write(text)
         return None
 
+    def __repr__(self) -> str:
+        explained = sum(1 for u in self.units if u.best is not None)
+        shown = {k: self.params[k] for k in ("length", "beam_size", "min_fraction",
+                                              "max_fraction", "mode") if k in self.params}
+        return (f"{type(self).__name__}({len(self.units)} units, {explained} explained, "
+                f"N={self.n_samples}, {shown})")
+
     def summary(self, top: int = 10) -> str:
-        """A plain-text table of the best explanation of the ``top`` units by AUROC."""
+        """A plain-text table of the best explanation of the ``top`` units, ranked by
+        :func:`rank_score` (held-out AUROC where there is one, else the lower 95% bound of
+        the AUROC), so a tiny pure subset does not come first."""
+        mode = str(self.params.get("mode", "positive"))
         best = [(u.unit_id, u.best, u.reason) for u in self.units]
-        best.sort(key=lambda t: -(t[1].auroc if t[1] is not None else -math.inf))
+        best.sort(key=lambda t: -(rank_score(t[1], mode) if t[1] is not None else -math.inf))
         lines = [f"{'unit':>8}  {'AUROC':>6}  {'log10 p':>8}  {'frac':>6}  formula"]
         for uid, e, reason in best[:top]:
             if e is None:
@@ -210,6 +221,19 @@ class ExplanationResult:
                     f"{e.formula}"
                 )
         return "\n".join(lines)
+
+
+def rank_score(e: Explanation, mode: str = "positive") -> float:
+    """How well an explanation is supported: its held-out AUROC when it has one, else the
+    lower bound of its AUROC's 95% Newcombe score interval (the upper bound turned around in
+    ``negative`` mode), so that a support-1 formula at AUROC 1.0 ranks low."""
+    held = e.extras.get("holdout_auroc")
+    if held is not None and math.isfinite(held):
+        return float(held) if mode == "positive" else 1.0 - float(held)
+    n = round(e.support / e.fraction) if e.fraction > 0 else 0
+    low, high = newcombe_interval(e.auroc, e.support, max(n - e.support, 0))
+    score = float(low) if mode == "positive" else 1.0 - float(high)
+    return score if math.isfinite(score) else -math.inf
 
 
 def json_safe(obj: Any) -> Any:

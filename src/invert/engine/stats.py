@@ -236,3 +236,84 @@ def pattern_ranksums_torch(values: torch.Tensor, inverse: torch.Tensor,
     out = torch.zeros((n_patterns, values.shape[1]), dtype=torch.float64, device=values.device)
     out.index_add_(0, inverse, r2)
     return out, tie
+
+
+def hanley_mcneil_interval(auroc, n_pos, n_neg, z: float = 1.959963984540054):
+    """Hanley & McNeil (1982) Wald interval ``A -/+ z sqrt(Var)`` of an AUROC, clipped to
+    [0, 1] (vectorised; NaN where a group is empty). ``Var = (A (1 - A) + (n1 - 1)(Q1 - A^2)
+    + (n0 - 1)(Q2 - A^2)) / (n1 n0)``, ``Q1 = A / (2 - A)``, ``Q2 = 2 A^2 / (1 + A)``.
+    :func:`invert.trust.auroc_ci` is the checked public form."""
+    a = np.asarray(auroc, dtype=np.float64)
+    n1 = np.asarray(n_pos, dtype=np.float64)
+    n0 = np.asarray(n_neg, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q1 = a / (2.0 - a)
+        q2 = 2.0 * a * a / (1.0 + a)
+        var = (a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0)
+        var = np.where((n1 > 0) & (n0 > 0), np.maximum(var, 0.0), np.nan)
+    half = z * np.sqrt(var)
+    return np.clip(a - half, 0.0, 1.0), np.clip(a + half, 0.0, 1.0)
+
+
+# Newcombe's score interval of an AUROC (2006, method 5): the AUROCs t with
+# (A - t)^2 <= z^2 V(t), V the Hanley-McNeil variance with both group sizes replaced by
+# N* = (n1 + n0) / 2 - 1. Unlike a Wald interval it does not collapse to 1.000-1.000 at
+# A = 1 (5 of 200 samples perfectly separated: about 0.81-1.00).
+
+
+def _score_gap(t, a, n1, n0, z: float):
+    """``(a - t)^2 - z^2 V(t)``: negative inside the score interval."""
+    nstar = (n1 + n0) / 2.0 - 1.0
+    shape = (1.0 - t) / (2.0 - t) + t / (1.0 + t)
+    var = t * (1.0 - t) / (n1 * n0) * (1.0 + (nstar - 1.0) * shape)
+    return (a - t) ** 2 - z * z * var
+
+
+def _bisect(lo: np.ndarray, hi: np.ndarray, a, n1, n0, z: float,
+            inside_at_hi: bool) -> np.ndarray:
+    """The boundary between ``lo`` and ``hi`` where the gap changes sign (60 halvings)."""
+    for _ in range(60):
+        mid = (lo + hi) / 2.0
+        inside = _score_gap(mid, a, n1, n0, z) <= 0
+        move_hi = inside if inside_at_hi else ~inside
+        hi = np.where(move_hi, mid, hi)
+        lo = np.where(move_hi, lo, mid)
+    return (lo + hi) / 2.0
+
+
+def _scalar_ci(a: float, n1: float, n0: float, z: float) -> tuple[float, float]:
+    """:func:`auroc_score_ci` of one AUROC (plain floats: fast for one unit at a time)."""
+    if not (math.isfinite(a) and n1 > 0 and n0 > 0 and 0.0 <= a <= 1.0):
+        return math.nan, math.nan
+    ends = []
+    for lo, hi, inside_at_hi in ((0.0, a, True), (a, 1.0, False)):
+        for _ in range(60):
+            mid = (lo + hi) / 2.0
+            inside = _score_gap(mid, a, n1, n0, z) <= 0
+            if inside == inside_at_hi:
+                hi = mid
+            else:
+                lo = mid
+        ends.append((lo + hi) / 2.0)
+    return min(max(ends[0], 0.0), a), min(max(ends[1], a), 1.0)
+
+
+def newcombe_interval(auroc, n_pos, n_neg, z: float = 1.959963984540054):
+    """Newcombe's score interval of AUROCs (vectorised; floats for scalar input; NaN where
+    the AUROC is NaN or a group is empty). :func:`invert.report.stats.auroc_score_ci` is the
+    checked public form."""
+    if all(np.ndim(x) == 0 for x in (auroc, n_pos, n_neg)):
+        return _scalar_ci(float(auroc), float(n_pos), float(n_neg), z)
+    a, n1, n0 = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64)
+                                      for x in (auroc, n_pos, n_neg)))
+    ok = np.isfinite(a) & (n1 > 0) & (n0 > 0) & (a >= 0) & (a <= 1)
+    a_ = np.where(ok, a, 0.5)
+    n1_ = np.where(ok, n1, 1.0)
+    n0_ = np.where(ok, n0, 1.0)
+    low = _bisect(np.zeros_like(a_), a_.copy(), a_, n1_, n0_, z, inside_at_hi=True)
+    high = _bisect(a_.copy(), np.ones_like(a_), a_, n1_, n0_, z, inside_at_hi=False)
+    low = np.where(ok, np.clip(low, 0.0, a_), np.nan)
+    high = np.where(ok, np.clip(high, a_, 1.0), np.nan)
+    if low.ndim == 0:
+        return float(low), float(high)
+    return low, high

@@ -28,9 +28,9 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-import numpy as np
 from scipy.stats import norm
 
+from ..engine.stats import newcombe_interval
 from ..trust.metrics import check_level
 
 __all__ = ["auroc_score_ci", "holdout_status", "HOLDOUT_STATUS_TEXT"]
@@ -46,43 +46,6 @@ HOLDOUT_STATUS_TEXT = {
 @lru_cache(maxsize=16)
 def _z(level: float) -> float:
     return float(norm.ppf(0.5 + level / 2.0))
-
-
-def _score_gap(t, a, n1, n0, z: float):
-    """``(a - t)^2 - z^2 V(t)``: negative inside the score interval."""
-    nstar = (n1 + n0) / 2.0 - 1.0
-    shape = (1.0 - t) / (2.0 - t) + t / (1.0 + t)
-    var = t * (1.0 - t) / (n1 * n0) * (1.0 + (nstar - 1.0) * shape)
-    return (a - t) ** 2 - z * z * var
-
-
-def _bisect(lo: np.ndarray, hi: np.ndarray, a, n1, n0, z: float,
-            inside_at_hi: bool) -> np.ndarray:
-    """The boundary between ``lo`` and ``hi`` where the gap changes sign (60 halvings)."""
-    for _ in range(60):
-        mid = (lo + hi) / 2.0
-        inside = _score_gap(mid, a, n1, n0, z) <= 0
-        move_hi = inside if inside_at_hi else ~inside
-        hi = np.where(move_hi, mid, hi)
-        lo = np.where(move_hi, lo, mid)
-    return (lo + hi) / 2.0
-
-
-def _scalar_ci(a: float, n1: float, n0: float, z: float) -> tuple[float, float]:
-    """:func:`auroc_score_ci` of one AUROC (plain floats: fast for one unit at a time)."""
-    if not (math.isfinite(a) and n1 > 0 and n0 > 0 and 0.0 <= a <= 1.0):
-        return math.nan, math.nan
-    ends = []
-    for lo, hi, inside_at_hi in ((0.0, a, True), (a, 1.0, False)):
-        for _ in range(60):
-            mid = (lo + hi) / 2.0
-            inside = _score_gap(mid, a, n1, n0, z) <= 0  # type: ignore[arg-type]
-            if inside == inside_at_hi:
-                hi = mid
-            else:
-                lo = mid
-        ends.append((lo + hi) / 2.0)
-    return min(max(ends[0], 0.0), a), min(max(ends[1], a), 1.0)
 
 
 def auroc_score_ci(auroc, n_pos, n_neg, level: float = 0.95):
@@ -108,23 +71,7 @@ def auroc_score_ci(auroc, n_pos, n_neg, level: float = 0.95):
     >>> round(float(lo), 2), float(hi)
     (0.81, 1.0)
     """
-    level = check_level(level)
-    z = _z(level)
-    if all(np.ndim(x) == 0 for x in (auroc, n_pos, n_neg)):
-        return _scalar_ci(float(auroc), float(n_pos), float(n_neg), z)
-    a, n1, n0 = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64)
-                                      for x in (auroc, n_pos, n_neg)))
-    ok = np.isfinite(a) & (n1 > 0) & (n0 > 0) & (a >= 0) & (a <= 1)
-    a_ = np.where(ok, a, 0.5)
-    n1_ = np.where(ok, n1, 1.0)
-    n0_ = np.where(ok, n0, 1.0)
-    low = _bisect(np.zeros_like(a_), a_.copy(), a_, n1_, n0_, z, inside_at_hi=True)
-    high = _bisect(a_.copy(), np.ones_like(a_), a_, n1_, n0_, z, inside_at_hi=False)
-    low = np.where(ok, np.clip(low, 0.0, a_), np.nan)
-    high = np.where(ok, np.clip(high, a_, 1.0), np.nan)
-    if low.ndim == 0:
-        return float(low), float(high)
-    return low, high
+    return newcombe_interval(auroc, n_pos, n_neg, _z(check_level(level)))
 
 
 def holdout_status(search_auroc: float | None, holdout_auroc: float | None,

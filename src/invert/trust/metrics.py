@@ -39,7 +39,7 @@ from .._validate import bad, check_choice, check_interval
 from ..engine.formula import LabelColumns, formula_masks
 from ..engine.inputs import ActivationsLike, ConceptsLike
 from ..engine.result import ExplanationResult
-from ..engine.stats import auroc_from_ranksum
+from ..engine.stats import auroc_from_ranksum, hanley_mcneil_interval
 from ._data import check_units, whole_inputs, with_extras
 
 __all__ = [
@@ -105,17 +105,7 @@ def auroc_ci(auroc, n_pos, n_neg, level: float = 0.95, method: str = "hanley-mcn
     """
     level = check_level(level)
     check_choice("method", method, ("hanley-mcneil",))
-    a = np.asarray(auroc, dtype=np.float64)
-    n1 = np.asarray(n_pos, dtype=np.float64)
-    n0 = np.asarray(n_neg, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        q1 = a / (2.0 - a)
-        q2 = 2.0 * a * a / (1.0 + a)
-        var = (a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0)
-        var = np.where((n1 > 0) & (n0 > 0), np.maximum(var, 0.0), np.nan)
-    z = special.ndtri(0.5 + level / 2.0)
-    half = z * np.sqrt(var)
-    low, high = np.clip(a - half, 0.0, 1.0), np.clip(a + half, 0.0, 1.0)
+    low, high = hanley_mcneil_interval(auroc, n_pos, n_neg, special.ndtri(0.5 + level / 2.0))
     if low.ndim == 0:
         return float(low), float(high)
     return low, high

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..trust import auroc_ci
+from ..engine.result import rank_score
 
 __all__ = ["summary_table", "rank_score", "support_warnings", "TINY_SUPPORT"]
 
@@ -21,18 +21,6 @@ TINY_SUPPORT = 2
 #: A layer whose median best AUROC is this high, with a median support this small, is too.
 SUSPECT_AUROC = 0.99
 SUSPECT_SUPPORT = 5
-
-
-def rank_score(e: Any, mode: str = "positive") -> float:
-    """How well an explanation is supported: its held-out AUROC when it has one, else the
-    lower 95% bound of its AUROC (upper bound turned around in ``negative`` mode)."""
-    held = e.extras.get("holdout_auroc")
-    if held is not None and math.isfinite(held):
-        return float(held) if mode == "positive" else 1.0 - float(held)
-    n = round(e.support / e.fraction) if e.fraction > 0 else 0
-    low, high = auroc_ci(e.auroc, e.support, max(n - e.support, 0))
-    score = float(low) if mode == "positive" else 1.0 - float(high)
-    return score if math.isfinite(score) else -math.inf
 
 
 def _shown(e: Any) -> str:
