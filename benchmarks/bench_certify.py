@@ -1,23 +1,28 @@
-"""Benchmark of certified explanations (``invert.engine.certify``; prints, no assertions).
+"""Benchmark of certified explanations through the public API (prints, no assertions).
 
-Data: the paper-scale synthetic layer of ``bench_engine.py`` (N = 50,000 samples, 1,000 leaf
-classes + 473 hypernyms, K = 512 units, 64 planted), min_fraction = 0.002,
-max_fraction = 0.5; or, with ``--layer multilabel``, 3-8 random concepts of 1,473 per sample
-(no row collapse).
+Layers: the paper-scale synthetic layer of ``bench_engine.py`` (N = 50,000 samples, 1,000 leaf
+classes + 473 hypernyms, K = 512 units, 64 planted; ``--layer multilabel``: 3-8 random
+concepts of 1,473 per sample, no row collapse), min_fraction = 0.002, max_fraction = 0.5;
+and, with ``--demo-dir``, the real layers of an ``invert demo`` output folder
+(``activations_*.npy`` and ``concepts.npz``; all samples, no holdout, min_fraction 0.02 as
+in the demo).
 
-Figures (wall time and process CPU time, which counts every thread):
+Figures per layer (wall time and process CPU time, which counts every thread):
 
-* the beam search (``invert.engine.search.explain``, L = 3, B = 5, ranking included), the
-  per-pattern rank sums alone, the ceiling, and the proven best formulas of length <= 2
-  (B = 5), the last two from the rank sums;
-* how often the beam misses at L = 2, for B = 1, 3, 5, 10: the share of units whose beam
-  best is below the proven optimum, and the median and largest gap among those;
-* at L = 3, from the beam's best (B = 5, or ``--l3-beams``) as the incumbent: the share
-  certified within the time budget, by stage, the units where the beam was below the proven
-  best, and the median bound-minus-best of the rest.
+* times of ``invert.explain``: the beam (L = 3, B = 5) and, inside it, the ceiling (the
+  calls the search makes to ``engine.certify.ceiling``, timed in place); ``optimal=True``
+  at L = 2 (B = 5) and at L = 3 (B = 5: the beam, then the branch-and-bound, timed in
+  place);
+* at L = 3 (``optimal=True``, B = 5): the share of units certified, by stage, and the
+  median bound-minus-best of the rest;
+* how often the beam misses: for B = 1, 3, 5, 10 at L = 2, the share of units whose beam
+  best is below the proven optimum (``optimal=True``), and the median and largest gap among
+  those; at L = 3 the same among the units the branch-and-bound certified (their proven
+  best against the beam's best, the incumbent).
 
-Run: ``python benchmarks/bench_certify.py`` (about 2-4 minutes on 2 cores; ``--units 128``
-or ``--quick`` for less, ``--budget`` for the length-3 time budget).
+Run: ``python benchmarks/bench_certify.py`` (paper layer, about 10-20 minutes on 2 loaded
+cores), ``--demo-dir /tmp/cert-demo --skip-synthetic`` for the demo's layers (after
+``python -m invert demo --out /tmp/cert-demo``); ``--quick`` for 64 units.
 """
 
 from __future__ import annotations
@@ -25,21 +30,18 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from invert.engine.certify import STAGES, branch_and_bound_length3, ceiling, optimal_length2
-from invert.engine.search import explain
-from invert.engine.stats import pattern_ranksums
+import invert
+from invert.concepts import ConceptSet
+from invert.engine import search as search_module
+from invert.engine.certify import STAGES
 from invert.engine.synthetic import make_layer, make_multilabel_layer
-
-try:  # the pattern helpers move to engine.patterns in the redesign
-    from invert.engine.patterns import _collapse
-except ImportError:  # before the split
-    from invert.engine.search import _collapse
-
-MIN_FRACTION = 0.002
 
 
 def thread_settings() -> str:
@@ -51,11 +53,47 @@ def thread_settings() -> str:
             + " ".join(f"{k}={v}" for k, v in env.items()))
 
 
-def timed(fn, *args, **kwargs):
-    """(result, wall seconds, process CPU seconds)."""
-    w, c = time.perf_counter(), time.process_time()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - w, time.process_time() - c
+class Spy:
+    """Records the calls that the search makes to the certify functions: per name, a list
+    of (seconds, positional arguments, result)."""
+
+    NAMES = ("ceiling", "optimal_length2", "branch_and_bound_length3")
+
+    def __init__(self):
+        self.calls: dict[str, list] = defaultdict(list)
+
+    def seconds(self, name: str) -> float:
+        return sum(t for t, _, _ in self.calls[name])
+
+    @contextmanager
+    def watching(self):
+        saved = {name: getattr(search_module, name) for name in self.NAMES}
+
+        def wrap(name, fn):
+            def timed_call(*args, **kwargs):
+                t = time.perf_counter()
+                out = fn(*args, **kwargs)
+                self.calls[name].append((time.perf_counter() - t, args, out))
+                return out
+            return timed_call
+
+        try:
+            for name, fn in saved.items():
+                setattr(search_module, name, wrap(name, fn))
+            yield self
+        finally:
+            for name, fn in saved.items():
+                setattr(search_module, name, fn)
+
+
+def run(acts, concepts, **kw):
+    """(result, wall s, CPU s, spy) of ``invert.explain``."""
+    spy = Spy()
+    with spy.watching():
+        w, c = time.perf_counter(), time.process_time()
+        res = invert.explain(acts, concepts, **kw)
+        wall, cpu = time.perf_counter() - w, time.process_time() - c
+    return res, wall, cpu, spy
 
 
 def best_auroc(result) -> np.ndarray:
@@ -63,12 +101,93 @@ def best_auroc(result) -> np.ndarray:
 
 
 def miss_row(beam: np.ndarray, opt: np.ndarray) -> tuple[float, float, float]:
-    """(share of units below the optimum, median gap, largest gap) at 1e-12."""
-    gap = opt - beam
+    """(share of units below the optimum, median gap, largest gap) at 1e-12; units where
+    either is NaN count as not missed."""
+    gap = np.nan_to_num(opt - beam, nan=0.0)
     missed = gap > 1e-12
     if not missed.any():
         return 0.0, 0.0, 0.0
     return float(missed.mean()), float(np.median(gap[missed])), float(gap[missed].max())
+
+
+def length3_misses(spy: Spy) -> tuple[int, int, float, float]:
+    """From the branch-and-bound calls of one ``optimal=True`` run: (units certified, those
+    whose beam best is below their certified best, median gap, largest)."""
+    certified, gaps = 0, []
+    for _, args, cert in spy.calls["branch_and_bound_length3"]:
+        inc = np.asarray(args[4], dtype=np.float64)
+        certified += int(cert.certified.sum())
+        better = cert.certified & (cert.length > 0) & np.isfinite(inc)
+        gaps.extend((cert.value - inc)[better].tolist())
+    if not gaps:
+        return certified, 0, 0.0, 0.0
+    return certified, len(gaps), float(np.median(gaps)), float(max(gaps))
+
+
+def stage_counts(spy: Spy) -> np.ndarray:
+    out = np.zeros(len(STAGES), dtype=np.int64)
+    for _, _, cert in spy.calls["branch_and_bound_length3"]:
+        out += np.bincount(cert.stage, minlength=len(STAGES))
+    return out
+
+
+def bench_layer(name: str, acts, concepts, min_fraction: float, beams: list[int],
+                l3_beams: list[int], budget: float) -> None:
+    """All figures of one layer."""
+    k = acts.shape[1]
+    kw = {"min_fraction": min_fraction}
+    print(f"\n## {name}: N={acts.shape[0]}, C={np.shape(concepts.matrix)[1]}, K={k}, "
+          f"min_fraction={min_fraction}")
+    beam3, w_b3, c_b3, spy_b3 = run(acts, concepts, length=3, beam_size=5, **kw)
+    opt2, w_o2, c_o2, spy_o2 = run(acts, concepts, length=2, beam_size=5, optimal=True, **kw)
+    opt3, w_o3, c_o3, spy_o3 = run(acts, concepts, length=3, beam_size=5, optimal=True,
+                                   time_budget=budget, **kw)
+    t_ceil = spy_b3.seconds("ceiling")
+    t_bb = spy_o3.seconds("branch_and_bound_length3")
+    print("\n| invert.explain | wall s | CPU s |\n|---|---|---|")
+    print(f"| beam L=3 B=5 (ceiling included) | {w_b3:.2f} | {c_b3:.2f} |")
+    print(f"| - of which ceiling | {t_ceil:.3f} ({t_ceil / w_b3:.2%}) | |")
+    print(f"| optimal=True L=2 B=5 | {w_o2:.2f} | {c_o2:.2f} |")
+    print(f"| optimal=True L=3 B=5, time_budget={budget:g} | {w_o3:.2f} | {c_o3:.2f} |")
+    print(f"| - of which branch-and-bound | {t_bb:.2f} | |")
+
+    explained = np.array([len(u) > 0 for u in opt3])
+    cert = opt3.certified & explained
+    rest = explained & ~cert
+    gap = opt3.bound - best_auroc(opt3)
+    stages = stage_counts(spy_o3)
+    print(f"\nL=3 certified: {cert.sum()} of {explained.sum()} explained units "
+          f"({cert.sum() / max(1, explained.sum()):.1%}; "
+          + ", ".join(f"{s}: {c}" for s, c in zip(STAGES, stages, strict=True) if c)
+          + "); median bound - best of the rest: "
+          + (f"{np.median(gap[rest]):.4f}" if rest.any() else "-"))
+    ceil_gap = opt3.ceiling - best_auroc(opt3)
+    print(f"median ceiling - best (L=3, optimal): {np.nanmedian(ceil_gap):.4f}; units whose "
+          f"best reaches the ceiling: {np.mean(ceil_gap <= 1e-12):.1%}")
+
+    print("\nHow often the beam misses the proven optimum:")
+    print("| L | B | beam wall s | units below optimum | median gap | max gap |")
+    print("|---|---|---|---|---|---|")
+    opt2_best = best_auroc(opt2)
+    for b in beams:
+        res2, w2, _, _ = run(acts, concepts, length=2, beam_size=b, **kw)
+        share, med, mx = miss_row(best_auroc(res2), opt2_best)
+        print(f"| 2 | {b} | {w2:.2f} | {share:.1%} | {med:.4f} | {mx:.4f} |")
+    for b in l3_beams:
+        spy, w3 = spy_o3, w_o3
+        if b != 5:
+            _, w3, _, spy = run(acts, concepts, length=3, beam_size=b, optimal=True,
+                                time_budget=budget, **kw)
+        n_cert, n_miss, med, mx = length3_misses(spy)
+        print(f"| 3 | {b} | {w3:.2f} (optimal=True) | {n_miss / max(1, n_cert):.1%} of the "
+              f"{n_cert} certified ({n_cert / k:.0%} of units) | {med:.4f} | {mx:.4f} |")
+
+
+def demo_layers(folder: Path):
+    """(name, activations, concepts) of each layer of an ``invert demo`` output folder."""
+    concepts = ConceptSet.load(folder / "concepts.npz")
+    for path in sorted(folder.glob("activations_*.npy")):
+        yield f"demo {path.stem.removeprefix('activations_')}", np.load(path), concepts
 
 
 def main() -> None:
@@ -76,69 +195,27 @@ def main() -> None:
     p.add_argument("--units", type=int, default=512, help="units of the layer (default 512)")
     p.add_argument("--layer", choices=("paper", "multilabel"), default="paper")
     p.add_argument("--beams", type=int, nargs="+", default=[1, 3, 5, 10])
-    p.add_argument("--budget", type=float, default=60.0, help="length-3 time budget (s)")
-    p.add_argument("--l3-beams", type=int, nargs="+", default=[5],
-                   help="beam sizes whose L=3 answers are certified (default 5)")
+    p.add_argument("--l3-beams", type=int, nargs="+", default=[1, 3, 5, 10],
+                   help="beam sizes whose L=3 answers are certified (default 1 3 5 10)")
+    p.add_argument("--budget", type=float, default=60.0, help="L=3 time budget (s)")
+    p.add_argument("--demo-dir", type=Path, help="an `invert demo --out` folder")
+    p.add_argument("--demo-min-fraction", type=float, default=0.02)
+    p.add_argument("--skip-synthetic", action="store_true")
     p.add_argument("--quick", action="store_true", help="64 units, budget 20 s")
     args = p.parse_args()
-    k = 64 if args.quick else args.units
     budget = 20.0 if args.quick else args.budget
     print("threads:", thread_settings())
-    make = make_layer if args.layer == "paper" else make_multilabel_layer
-    layer = make(n_units=k, n_planted=max(1, min(64, k // 8)))
-    acts, concepts = layer.activations, layer.concepts
-    n = acts.shape[0]
-    pats = _collapse(concepts.matrix)
-    counts = pats.counts.astype(np.float64)
-    print(f"layer: {args.layer}, N={n}, C={concepts.matrix.shape[1]}, K={k}, "
-          f"M={len(counts)} patterns, min_fraction={MIN_FRACTION}")
+    if not args.skip_synthetic:
+        k = 64 if args.quick else args.units
+        make = make_layer if args.layer == "paper" else make_multilabel_layer
+        layer = make(n_units=k, n_planted=max(1, min(64, k // 8)))
+        bench_layer(f"synthetic {args.layer}", layer.activations, layer.concepts, 0.002,
+                    args.beams, args.l3_beams, budget)
+    if args.demo_dir is not None:
+        for name, acts, concepts in demo_layers(args.demo_dir):
+            bench_layer(name, acts, concepts, args.demo_min_fraction, args.beams,
+                        args.l3_beams, budget)
 
-    res3, w_beam, c_beam = timed(explain, acts, concepts, length=3, beam_size=5,
-                                 min_fraction=MIN_FRACTION)
-    (r2, _), w_rank, c_rank = timed(pattern_ranksums, acts, pats.inverse, len(counts))
-    top, w_ceil, c_ceil = timed(ceiling, r2, counts, n, min_fraction=MIN_FRACTION)
-    opt, w_opt, c_opt = timed(optimal_length2, r2, counts, pats.matrix, n, beam_size=5,
-                              min_fraction=MIN_FRACTION)
-    print("\n| stage | wall s | CPU s |\n|---|---|---|")
-    for name, w, c in (("beam search L=3 B=5 (ranking included)", w_beam, c_beam),
-                       ("per-pattern rank sums (shared)", w_rank, c_rank),
-                       ("ceiling (from the rank sums)", w_ceil, c_ceil),
-                       ("optimal length <= 2, B=5 (from the rank sums)", w_opt, c_opt)):
-        print(f"| {name} | {w:.2f} | {c:.2f} |")
-    print(f"ceiling / beam: {w_ceil / w_beam:.1%} wall, {c_ceil / c_beam:.1%} CPU")
-
-    best3 = best_auroc(res3)
-    print(f"\nmedian ceiling - beam best (L=3): {np.nanmedian(top - best3):.4f}; "
-          f"units whose beam best reaches the ceiling: {np.mean(top - best3 <= 1e-12):.1%}")
-    print("\nHow often the beam misses the proven optimum at L = 2:")
-    print("| B | beam wall s | units below optimum | median gap | max gap |\n|---|---|---|---|---|")
-    for b in args.beams:
-        res2, w2, _ = timed(explain, acts, concepts, length=2, beam_size=b,
-                            min_fraction=MIN_FRACTION)
-        share, med, mx = miss_row(best_auroc(res2), opt.best)
-        print(f"| {b} | {w2:.2f} | {share:.1%} | {med:.4f} | {mx:.4f} |")
-
-    for b in args.l3_beams:
-        if b == 5:
-            inc = best3
-        else:
-            inc = best_auroc(explain(acts, concepts, length=3, beam_size=b,
-                                     min_fraction=MIN_FRACTION))
-        cert, w3, c3 = timed(branch_and_bound_length3, r2, counts, pats.matrix, n, inc,
-                             min_fraction=MIN_FRACTION, time_budget=budget)
-        print_certificate(cert, b, budget, w3, c3)
-
-
-def print_certificate(cert, b: int, budget: float, wall: float, cpu: float) -> None:
-    stages = np.bincount(cert.stage, minlength=len(STAGES))
-    rest = ~cert.certified
-    med_rest = float(np.median((cert.bound - cert.value)[rest])) if rest.any() else 0.0
-    print(f"\nLength 3 (incumbent: the beam's best, L=3 B={b}; budget {budget:g} s): "
-          f"{wall:.1f} s wall, {cpu:.1f} s CPU")
-    print(f"certified: {cert.certified.mean():.1%} ("
-          + ", ".join(f"{s}: {c}" for s, c in zip(STAGES, stages, strict=True) if c)
-          + f"); beam below the proven best: {int((cert.length > 0).sum())} units; "
-          f"median bound - best of the rest: {med_rest:.4f}")
 
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ from typing import Any
 
 from .engine.inputs import ActivationsLike, ConceptsLike
 from .engine.result import ExplanationResult
+from .engine.search import DEFAULT_TIME_BUDGET
 from .engine.search import explain as _search
 from .trust.holdout import explain_holdout
 
@@ -33,6 +34,8 @@ def explain(
     parsimony: float | str | None = "auto",
     metric: str = "auroc",
     unit_ids: Sequence[Any] | None = None,
+    optimal: bool = False,
+    time_budget: float = DEFAULT_TIME_BUDGET,
 ) -> ExplanationResult:
     """Explain every unit of a layer with logical formulas over concepts (INVERT).
 
@@ -90,13 +93,26 @@ def explain(
         exact, and the metric's value is the ``point_biserial`` extra.
     unit_ids : sequence, optional
         Names of the K units (default: those of an activation set, else positions).
+    optimal : bool, default False
+        Prove the answers: with ``length <= 2`` return the proven best ``beam_size``
+        formulas (an exhaustive, pruned search instead of the beam); with ``length = 3``
+        run the beam, then a branch-and-bound from its best formula that proves it optimal
+        or finds a better one (which becomes the best explanation). Needs ``dedupe=True``
+        and ``length <= 3``. With a holdout, the proofs are of the search split.
+    time_budget : float, default 60
+        Seconds for the length-3 branch-and-bound of all units together.
 
     Returns
     -------
     ExplanationResult
         ``result[k]`` is the best-first list of :class:`~invert.engine.result.Explanation` of unit
         ``k`` (empty, with a ``reason``, for a constant unit or when no formula fits the
-        fraction limits).
+        fraction limits). ``result[k].ceiling`` (``result.ceiling`` over units) is an upper
+        bound on the search metric of *any* formula within the fraction limits (lower bound
+        for ``mode="negative"``; of the search split, with a holdout); with ``optimal=True``,
+        ``result[k].certified`` says whether the best formula is proven the best of at most
+        ``length`` literals and ``result[k].bound`` bounds every such formula
+        (:class:`~invert.engine.result.UnitExplanations`).
 
     Notes
     -----
@@ -116,7 +132,7 @@ def explain(
     first (best first), then new candidates in the order (beam entry, extension literal,
     AND before OR); extension literals are ordered by ``|AUROC - 0.5|`` descending, ties
     in the depth-1 order. With ``dedupe=False`` this is exactly the reference's stable
-    order.
+    order. See :func:`invert.engine.search.explain` for the certificates.
 
     Examples
     --------
@@ -133,7 +149,8 @@ def explain(
     search_kwargs = dict(length=length, beam_size=beam_size, min_fraction=min_fraction,
                          max_fraction=max_fraction, mode=mode, limit_search=limit_search,
                          dedupe=dedupe, device=device, memory_budget=memory_budget,
-                         progress=progress, metric=metric, unit_ids=unit_ids)
+                         progress=progress, metric=metric, unit_ids=unit_ids,
+                         optimal=optimal, time_budget=time_budget)
     if holdout is not None:
         return explain_holdout(activations, concepts, holdout=holdout,
                                random_state=random_state, parsimony=parsimony,

@@ -15,13 +15,17 @@ import numpy as np
 from .formula import Formula
 from .stats import newcombe_interval
 
-__all__ = ["Explanation", "UnitExplanations", "ExplanationResult", "COLUMNS"]
+__all__ = ["Explanation", "UnitExplanations", "ExplanationResult", "COLUMNS", "UNIT_FIELDS"]
 
 #: Columns of the tabular export, one row per (unit, rank).
 COLUMNS = (
     "unit", "rank", "formula", "auroc", "p_value", "log10_p_value", "fraction", "support",
     "length", "reason",
 )
+#: Per-unit certificate fields (:class:`UnitExplanations` attributes; ``None``: not
+#: computed). Exported, where some unit has them, as columns after :data:`COLUMNS` (the
+#: unit's value on each of its rows) and as fields of the unit records.
+UNIT_FIELDS = ("ceiling", "certified", "bound")
 
 
 @dataclass(frozen=True)
@@ -82,18 +86,52 @@ class UnitExplanations(list[Explanation]):
 
     ``reason`` says why the list is empty (a constant unit, nothing within the fraction
     limits) and is ``None`` otherwise; ``unit_id`` names the unit.
+
+    Certificates (``None`` where not computed, e.g. results built by hand):
+
+    ``ceiling`` : float
+        An upper bound on the search metric (AUROC, or the point-biserial r) of *any*
+        formula, of any length, whose support lies within the fraction limits; with
+        ``mode="negative"`` a lower bound. NaN for a constant unit or when no support is
+        allowed. The gap to the best formula's score says how much better the concept
+        vocabulary could possibly describe the unit.
+    ``certified`` : bool
+        With ``optimal=True``: the best formula is proven the best of at most ``length``
+        literals (of the search's grammar, within the fraction limits); False for a unit
+        without explanations.
+    ``bound`` : float
+        With ``optimal=True``: an upper bound (``mode="negative"``: lower) on the metric of
+        any formula of at most ``length`` literals; equal to the best formula's score when
+        ``certified``. NaN for a unit without explanations.
     """
 
     def __init__(self, items: Sequence[Explanation] = (), *, unit: int = 0,
-                 unit_id: Any = None, reason: str | None = None):
+                 unit_id: Any = None, reason: str | None = None,
+                 ceiling: float | None = None, certified: bool | None = None,
+                 bound: float | None = None):
         super().__init__(items)
         self.unit = unit
         self.unit_id = unit if unit_id is None else unit_id
         self.reason = reason
+        self.ceiling = ceiling
+        self.certified = certified
+        self.bound = bound
 
     @property
     def best(self) -> Explanation | None:
         return self[0] if self else None
+
+    def certificate(self) -> dict[str, Any]:
+        """The certificate fields (:data:`UNIT_FIELDS`) by name."""
+        return {name: getattr(self, name) for name in UNIT_FIELDS}
+
+    def derive(self, items: Sequence[Explanation] = (), **changes: Any) -> UnitExplanations:
+        """A unit list with ``items`` and this one's ``unit``, ``unit_id``, ``reason`` and
+        certificate fields, ``changes`` replacing any of them (for code that re-ranks or
+        re-scores a unit's explanations)."""
+        fields = {"unit": self.unit, "unit_id": self.unit_id, "reason": self.reason,
+                  **self.certificate()}
+        return UnitExplanations(items, **(fields | changes))
 
     def __repr__(self) -> str:
         if not self:
@@ -138,29 +176,66 @@ class ExplanationResult:
         """The best explanation of each unit (``None`` where there is none)."""
         return [u.best for u in self.units]
 
+    @property
+    def ceiling(self) -> np.ndarray:
+        """Each unit's ceiling (see :class:`UnitExplanations`), NaN where there is none."""
+        return self._unit_floats("ceiling")
+
+    @property
+    def bound(self) -> np.ndarray:
+        """Each unit's bound at the search length (``optimal=True``), NaN where none."""
+        return self._unit_floats("bound")
+
+    @property
+    def certified(self) -> np.ndarray:
+        """Whether each unit's best formula is proven optimal (False where not computed)."""
+        return np.array([bool(u.certified) for u in self.units], dtype=bool)
+
+    def _unit_floats(self, name: str) -> np.ndarray:
+        vals = [getattr(u, name) for u in self.units]
+        return np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
+
+    def certificate_fields(self) -> tuple[str, ...]:
+        """The certificate fields (:data:`UNIT_FIELDS`) that some unit has."""
+        return tuple(f for f in UNIT_FIELDS if any(getattr(u, f) is not None
+                                                   for u in self.units))
+
     def to_records(self) -> list[dict[str, Any]]:
         """One dict per (unit, rank); a unit without explanation gives one row with its
-        ``reason`` and empty statistics."""
+        ``reason`` and empty statistics. Certificate fields (:data:`UNIT_FIELDS`) that some
+        unit has repeat the unit's value on each of its rows."""
         rows: list[dict[str, Any]] = []
+        present = self.certificate_fields()
         for u in self.units:
+            fields = {f: getattr(u, f) for f in present}
             if not u:
-                rows.append({c: None for c in COLUMNS} | {"unit": u.unit_id, "reason": u.reason})
+                rows.append({c: None for c in COLUMNS} | {"unit": u.unit_id, "reason": u.reason}
+                            | fields)
                 continue
             for e in u:
-                rows.append({"unit": u.unit_id, "rank": e.rank, **e.to_dict(), "reason": None})
+                rows.append({"unit": u.unit_id, "rank": e.rank, **e.to_dict(), "reason": None}
+                            | fields)
         return rows
 
     def to_dataframe(self) -> Any:
-        """A pandas DataFrame with :data:`COLUMNS`, one row per (unit, rank)."""
+        """A pandas DataFrame with :data:`COLUMNS`, then the certificate fields some unit
+        has (``ceiling``, ``certified``, ``bound``), then the extras; one row per (unit,
+        rank)."""
         try:
             import pandas as pd
         except ImportError as err:  # pragma: no cover - depends on environment
             raise ImportError("to_dataframe needs pandas: pip install pandas") from err
         records = self.to_records()
-        extra_cols = sorted({k for r in records for k in r} - set(COLUMNS))
-        df = pd.DataFrame.from_records(records, columns=list(COLUMNS) + extra_cols)
+        present = list(self.certificate_fields())
+        extra_cols = sorted({k for r in records for k in r} - set(COLUMNS) - set(present))
+        df = pd.DataFrame.from_records(records, columns=list(COLUMNS) + present + extra_cols)
         for col in ("rank", "support", "length"):
             df[col] = df[col].astype("Int64")
+        for col in ("ceiling", "bound"):
+            if col in df:
+                df[col] = df[col].astype(np.float64)
+        if "certified" in df:
+            df["certified"] = df["certified"].astype("boolean")
         return df
 
     def to_csv(self, path: str | os.PathLike[str] | None = None) -> str | None:
@@ -168,13 +243,16 @@ class ExplanationResult:
         return self.to_dataframe().to_csv(path, index=False)
 
     def to_unit_records(self, layer: str | None = None) -> list[dict[str, Any]]:
-        """One dict per unit: ``layer``, ``unit``, ``reason`` and the best-first
+        """One dict per unit: ``layer``, ``unit``, ``reason``, the certificate fields some
+        unit has (``ceiling``, ``certified``, ``bound``) and the best-first
         ``explanations`` list (the JSON Lines schema of the CLI)."""
+        present = self.certificate_fields()
         return [
             {
                 "layer": layer,
                 "unit": u.unit_id,
                 "reason": u.reason,
+                **{f: getattr(u, f) for f in present},
                 "explanations": [e.to_dict() for e in u],
             }
             for u in self.units

@@ -13,7 +13,9 @@ The engine behind :func:`invert.explain`. For a chunk of units at a time it
    ``AUROC = (S - n1 (n1 + 1) / 2) / (n1 n0)`` is exact;
 4. keeps the beam with a deterministic, stable top-k;
 5. turns the best formulas into :class:`~invert.engine.result.Explanation` with exact AUROC
-   and p-values.
+   and p-values;
+6. from the same per-pattern sums, bounds what any formula could reach (the *ceiling*) and,
+   with ``optimal=True``, proves the best formulas (:mod:`invert.engine.certify`).
 
 See the module :mod:`invert` docstring and the README for the semantics.
 """
@@ -30,9 +32,17 @@ import numpy as np
 import torch
 from scipy import stats as sps
 
-from .._validate import bad, check_choice, check_memory_budget
+from .._validate import bad, check_bool, check_choice, check_interval, check_memory_budget
 from .beam import _Beam, _ChunkSearch
-from .formula import chain
+from .certify import (
+    Length3Certificate,
+    PatternVocabulary,
+    branch_and_bound_length3,
+    ceiling,
+    optimal_length2,
+    prepare_vocabulary,
+)
+from .formula import LabelColumns, chain
 from .inputs import ActivationsLike, ConceptsLike, _Activations, _as_activations, as_labels
 from .params import SEARCH_PARAMS, SearchParams, check_search_params, resolve_device
 from .patterns import _collapse, _ConceptOp, _Patterns, _support_hash
@@ -44,13 +54,18 @@ from .stats import (
     pattern_ranksums_torch,
 )
 
-__all__ = ["explain", "SEARCH_PARAMS", "check_search_params"]
+__all__ = ["explain", "SEARCH_PARAMS", "check_search_params", "check_certify_params",
+           "CERTIFIED_METRICS", "DEFAULT_TIME_BUDGET"]
 
 log = logging.getLogger(__name__)
 
 #: ``"auto"``: scipy and numpy where they are faster (CPU), torch on a GPU; ``"torch"``: the
 #: torch-only code path of GPUs (ranking by torch.sort, torch sparse products) on any device.
 Kernel = Literal["auto", "torch"]
+#: Search metrics whose scores the certificates bound (ceiling, ``optimal=True``).
+CERTIFIED_METRICS = ("auroc", "point_biserial")
+#: Default seconds of the length-3 branch-and-bound of ``optimal=True``.
+DEFAULT_TIME_BUDGET = 60.0
 
 
 def explain(
@@ -70,6 +85,8 @@ def explain(
     metric: str = "auroc",
     unit_ids: Sequence[Any] | None = None,
     kernel: Kernel = "auto",
+    optimal: bool = False,
+    time_budget: float = DEFAULT_TIME_BUDGET,
 ) -> ExplanationResult:
     """Explain every unit of a layer with logical formulas over concepts (INVERT).
 
@@ -121,13 +138,27 @@ def explain(
         For testing the GPU code path on the CPU: ``"torch"`` runs the torch-only code path
         of GPUs (ranking by ``torch.sort``, torch sparse products) on any device; results
         are identical. ``"auto"`` (default) uses numpy and scipy on the CPU.
+    optimal : bool, default False
+        Prove the answers (see Notes): with ``length <= 2`` return the proven best
+        ``beam_size`` formulas of at most ``length`` literals (an exhaustive, pruned search
+        instead of the beam); with ``length = 3`` run the beam, then a branch-and-bound from
+        its best formula that either proves it optimal or finds a better one (which becomes
+        the best explanation) and bounds what any formula of the grammar can reach. Needs
+        ``dedupe=True`` and ``length <= 3``; ``limit_search`` limits only the beam.
+    time_budget : float, default 60
+        Seconds for the length-3 branch-and-bound of all units together (shared out over
+        the blocks of units; ``inf``: no limit). Units not reached keep their ceiling as
+        their bound.
 
     Returns
     -------
     ExplanationResult
         ``result[k]`` is the best-first list of :class:`~invert.engine.result.Explanation` of unit
         ``k`` (empty, with a ``reason``, for a constant unit or when no formula fits the
-        fraction limits).
+        fraction limits). ``result[k].ceiling`` (and ``result.ceiling``, over units) bounds
+        the search metric of any formula within the fraction limits; with ``optimal=True``
+        also ``result[k].certified`` and ``result[k].bound``
+        (:class:`~invert.engine.result.UnitExplanations`).
 
     Notes
     -----
@@ -149,6 +180,19 @@ def explain(
     in the depth-1 order. With ``dedupe=False`` this is exactly the reference's stable
     order.
 
+    Certificates work in pattern space (:mod:`invert.engine.certify`). The *ceiling* of a
+    unit is the fractional-knapsack bound on any union of label patterns, so on every
+    formula of any length, within the fraction limits (the highest AUROC or r; with
+    ``mode="negative"`` the lowest); it costs one sort per unit. ``optimal=True`` at length 2
+    scores every literal and every pair of literals, pruned by bounds, and returns the
+    ``beam_size`` best distinct supports; ties are broken in the order: literals
+    ``c0 .. ~c(C-1)``, then pairs by (smaller literal code, larger code, AND before OR),
+    which is the beam's order except among exactly tied pairs of different first literals.
+    ``certified`` is then True for every unit with an explanation, and ``bound`` is the best
+    formula's score. At length 3 the grammar is the beam's, ``(l1 op l2) op l3``;
+    ``certified`` says whether the best formula is proven the best of at most three literals
+    within ``time_budget``, and ``bound`` bounds every such formula.
+
     Examples
     --------
     >>> import numpy as np
@@ -160,24 +204,56 @@ def explain(
     '4 | 1'
     >>> round(res[0][0].auroc, 3) > 0.95
     True
+    >>> bool(res[0].ceiling >= res[0][0].auroc)
+    True
+    >>> opt = explain(a, y, length=2, beam_size=3, optimal=True)
+    >>> str(opt[0][0].formula), bool(opt[0].certified)
+    ('1 | 4', True)
     """
     p = SearchParams.from_kwargs(
         None, length=length, beam_size=beam_size, min_fraction=min_fraction,
         max_fraction=max_fraction, mode=mode, dedupe=dedupe, metric=metric)
+    optimal, time_budget = check_certify_params(optimal, time_budget, p)
     budget = check_memory_budget("memory_budget", memory_budget)
     kernel = check_choice("kernel", kernel, ("auto", "torch"))
     acts, ids = _activations_and_ids(activations, unit_ids)
     y, names = as_labels(concepts, acts.shape[0])
     p = SearchParams.from_kwargs(y.shape[1], **(p.as_dict() | {"limit_search": limit_search}))
     dev = resolve_device(device, acts)
-    layer = _Layer.prepare(y, p, dev, budget, torch_path=dev.type != "cpu" or kernel == "torch")
-    units, undefined = _search_units(acts, layer, names, ids, progress)
+    layer = _Layer.prepare(y, p, dev, budget, torch_path=dev.type != "cpu" or kernel == "torch",
+                           optimal=optimal)
+    clock = _Clock(time_budget, acts.shape[1])
+    units, undefined = _search_units(acts, layer, names, ids, progress, clock)
     und_names = [names[i] if names else str(i) for i in np.flatnonzero(undefined)]
     if und_names:
         log.info("%d concepts are all-zero or all-one and were not used: %s",
                  len(und_names), ", ".join(und_names[:10]))
+    params = p.as_dict()
+    if optimal:
+        params |= {"optimal": True, "time_budget": time_budget}
+        log.info("optimal: %d of %d units certified at length %d",
+                 sum(bool(u.certified) for u in units), len(units), p.length)
     return ExplanationResult(units=units, concept_names=names, undefined_concepts=und_names,
-                             params=p.as_dict(), n_samples=layer.n)
+                             params=params, n_samples=layer.n)
+
+
+def check_certify_params(optimal: Any, time_budget: Any, p: SearchParams
+                         ) -> tuple[bool, float]:
+    """The checked ``optimal`` and ``time_budget`` of a search with the parameters ``p``."""
+    optimal = check_bool("optimal", optimal)
+    time_budget = check_interval("time_budget", time_budget, 0.0, low_open=True)
+    if not optimal:
+        return False, time_budget
+    if not p.dedupe:
+        raise bad("optimal", "False with dedupe=False (the proofs are of the dedupe search: "
+                  "distinct supports, fraction limits on the returned formulas only)", optimal)
+    if p.length > 3:
+        raise bad("length", "at most 3 with optimal=True (proofs for 1 to 3 literals)",
+                  p.length)
+    if p.metric not in CERTIFIED_METRICS:
+        raise bad("metric", f"one of {CERTIFIED_METRICS} with optimal=True (the metrics the "
+                  "bounds cover)", p.metric)
+    return True, time_budget
 
 
 # ----------------------------------------------------------------------------- stages
@@ -212,16 +288,21 @@ class _Layer:
     zhash: torch.Tensor  # (M,) support-hash weights, on the device
     chunk: int  # units ranked at once
     block: int  # units searched at once
+    optimal: bool = False  # prove the answers (engine.certify)
+    voc: PatternVocabulary | None = None  # the patterns prepared for the proofs
+    _columns: LabelColumns | None = None  # the patterns' concept columns (built when needed)
 
     @classmethod
     def prepare(cls, y: Any, p: SearchParams, dev: torch.device, budget: int,
-                torch_path: bool) -> _Layer:
+                torch_path: bool, optimal: bool = False) -> _Layer:
         """Collapse the labels ``y`` (N, C) into patterns and size the chunks."""
         n, c = y.shape
         pats = _collapse(y)
         m = len(pats.counts)
         log.debug("explain: N=%d C=%d -> %d label patterns", n, c, m)
         op = _ConceptOp(pats.matrix, dev, use_scipy=not torch_path)
+        voc = (prepare_vocabulary(pats.matrix, pats.counts, n) if optimal and p.length > 1
+               else None)
         return cls(
             p=p, n=n, c=c, pats=pats, op=op, device=dev, torch_path=torch_path,
             inverse=torch.from_numpy(pats.inverse).to(dev),
@@ -229,12 +310,52 @@ class _Layer:
             zhash=_support_hash(m, dev),
             chunk=p.chunk_units(n, m, c, budget),
             block=p.search_block(m, c, budget, dev),
+            optimal=optimal, voc=voc,
         )
 
     @property
     def m(self) -> int:
         """Number of label patterns."""
         return len(self.pats.counts)
+
+    def columns(self) -> LabelColumns:
+        """The patterns' concept columns, to evaluate formulas over patterns."""
+        if self._columns is None:
+            self._columns = LabelColumns(self.pats.matrix)
+        return self._columns
+
+    def pattern_mask(self, lits: np.ndarray, ops: np.ndarray) -> np.ndarray:
+        """Bool mask (M,) over patterns of the left-deep formula (codes ``lits``, -1 ends)."""
+        if self.voc is not None:
+            return self.voc.formula(lits, ops)
+        ln = int(np.count_nonzero(lits >= 0))
+        literals = [(int(x) % self.c, bool(x >= self.c)) for x in lits[:ln]]
+        formula = chain(literals, ["|" if o else "&" for o in ops[1:ln]])
+        return self.columns().evaluate(formula)
+
+    def certify_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments shared by the functions of :mod:`invert.engine.certify`."""
+        p = self.p
+        return {"min_fraction": p.min_fraction, "max_fraction": p.max_fraction,
+                "mode": p.mode, "metric": p.metric}
+
+
+class _Clock:
+    """The time budget of the length-3 branch-and-bound, shared out over blocks of units:
+    each block gets the time left in proportion to its units (unused time carries on)."""
+
+    def __init__(self, budget: float, n_units: int):
+        self.left = budget
+        self.units_left = n_units
+
+    def share(self, k: int) -> float:
+        """Seconds for the next block of ``k`` units (a token amount once spent: the
+        ceilings still certify what they can)."""
+        return max(1e-6, self.left * k / max(1, self.units_left))
+
+    def spend(self, seconds: float, k: int) -> None:
+        self.left -= seconds
+        self.units_left -= k
 
 
 @dataclass
@@ -247,6 +368,16 @@ class _ChunkSums:
     tie: np.ndarray
     centred: torch.Tensor | None = None
     sd: torch.Tensor | None = None
+
+    def certify_inputs(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """What :mod:`invert.engine.certify` reads, as CPU arrays: the sums the metric
+        decomposes into (M, k), the standard deviations (point-biserial; else None), and the
+        doubled rank sums (M, k)."""
+        pr2 = self.pr2.cpu().numpy()
+        if self.centred is None:
+            return pr2, None, pr2
+        assert self.sd is not None
+        return self.centred.cpu().numpy(), self.sd.cpu().numpy(), pr2
 
 
 def _chunk_sums(layer: _Layer, block: np.ndarray) -> _ChunkSums:
@@ -271,15 +402,51 @@ def _chunk_sums(layer: _Layer, block: np.ndarray) -> _ChunkSums:
     return out
 
 
-def _search_block(layer: _Layer, sums: _ChunkSums, s0: int, s1: int
-                  ) -> tuple[_Beam, torch.Tensor, np.ndarray | None]:
+def _constant_units(tie: np.ndarray, n: int) -> np.ndarray:
+    """Units (k,) whose activations are all equal, from their tie terms."""
+    return tie >= float(n) ** 3 - n if n > 1 else np.ones_like(tie, dtype=bool)
+
+
+@dataclass
+class _Found:
+    """The formulas kept for a block of k units, best first, as CPU arrays: literal codes
+    ``lits`` (k, B, L) (-1 unused), ``ops`` (k, B, L) (the operator before each literal:
+    0 AND, 1 OR), ``length``, doubled rank sums ``s2``, supports ``n1``, ``valid`` (k, B);
+    the metric's values ``values`` (k, B) for point-biserial (None for AUROC); and with
+    ``optimal=True`` the certificate ``certified``, ``bound`` (k,)."""
+
+    lits: np.ndarray
+    ops: np.ndarray
+    length: np.ndarray
+    s2: np.ndarray
+    n1: np.ndarray
+    valid: np.ndarray
+    values: np.ndarray | None = None
+    certified: np.ndarray | None = None
+    bound: np.ndarray | None = None
+
+    @classmethod
+    def from_beam(cls, best: _Beam, values: np.ndarray | None) -> _Found:
+        lits, ops, length, s2, n1, valid = (getattr(best, f).cpu().numpy() for f in (
+            "lits", "ops", "length", "s2", "n1", "valid"))
+        return cls(lits, ops, length, s2, n1, valid, values)
+
+    def scores(self, n: int) -> np.ndarray:
+        """The search metric (k, B): AUROC, or the point-biserial values; NaN invalid."""
+        vals = auroc_from_ranksum(self.s2, self.n1, float(n)) if self.values is None \
+            else self.values
+        return np.where(self.valid, vals, np.nan)
+
+
+def _beam_block(layer: _Layer, sums: _ChunkSums, s0: int, s1: int
+                ) -> tuple[_Found, np.ndarray]:
     """The beam search on units ``s0:s1`` of a chunk: (the best formulas with exact doubled
-    rank sums, the undefined concepts, the metric's values or None for AUROC)."""
+    rank sums, the undefined concepts (C,))."""
     pr2 = sums.pr2[:, s0:s1]
     if sums.centred is None:
         best, und = _ChunkSearch(pr2.contiguous(), layer.counts, layer.n, layer.op, layer.p,
                                  layer.zhash).run()
-        return best, und, None
+        return _Found.from_beam(best, None), und.cpu().numpy()
     assert sums.sd is not None
     search = _ChunkSearch(sums.centred[:, s0:s1].contiguous(), layer.counts, layer.n,
                           layer.op, layer.p, layer.zhash, sums.sd[s0:s1])
@@ -287,12 +454,88 @@ def _search_block(layer: _Layer, sums: _ChunkSums, s0: int, s1: int
     values = search._value(best.s2, best.n1).cpu().numpy()
     # exact AUROC and p-values of the chosen formulas from the rank sums
     best.s2 = torch.einsum("kwm,mk->kw", best.mask.to(torch.float64), pr2.to(layer.device))
-    return best, und, values
+    return _Found.from_beam(best, values), und.cpu().numpy()
+
+
+def _optimal_block(layer: _Layer, inputs: tuple[np.ndarray, np.ndarray | None, np.ndarray],
+                   s0: int, s1: int) -> tuple[_Found, np.ndarray]:
+    """The proven best formulas of at most two literals of units ``s0:s1`` of a chunk
+    (:func:`~invert.engine.certify.optimal_length2`): (formulas, undefined concepts)."""
+    values, sd, pr2 = inputs
+    voc = layer.voc
+    assert voc is not None
+    res = optimal_length2(values[:, s0:s1], layer.pats.counts, voc, layer.n,
+                          beam_size=layer.p.beam_size, sd=None if sd is None else sd[s0:s1],
+                          **layer.certify_kwargs())
+    found = _Found(res.lits, res.ops, res.length, res.s2, res.n1, res.valid)
+    if sd is not None:  # point-biserial: the rank sums of the chosen masks
+        found.values = res.value
+        for i in range(s1 - s0):
+            found.s2[i] = res.masks(voc, [i])[0].astype(np.float64) @ pr2[:, s0 + i]
+    _certify_exact(found, layer.n)
+    return found, ~voc.defined
+
+
+def _certify_exact(found: _Found, n: int) -> None:
+    """The certificate of an exhaustive answer: every unit with a formula is certified."""
+    found.certified = found.valid[:, 0].copy()
+    found.bound = np.where(found.certified, found.scores(n)[:, 0], np.nan)
+
+
+def _certify_length3(layer: _Layer, inputs: tuple[np.ndarray, np.ndarray | None, np.ndarray],
+                     found: _Found, s0: int, s1: int, constant: np.ndarray,
+                     clock: _Clock) -> None:
+    """Branch-and-bound from the beam's best (:func:`~invert.engine.certify.
+    branch_and_bound_length3`) on the non-constant units ``s0:s1`` of a chunk, within the
+    clock's share: sets ``found``'s certificate and puts improved formulas first."""
+    values, sd, pr2 = inputs
+    k = s1 - s0
+    found.certified = np.zeros(k, dtype=bool)
+    found.bound = np.full(k, np.nan)
+    live = np.flatnonzero(~constant)
+    if live.size == 0:
+        clock.spend(0.0, k)
+        return
+    cols = s0 + live
+    cert = branch_and_bound_length3(
+        values[:, cols], layer.pats.counts, layer.voc, layer.n, found.scores(layer.n)[live, 0],
+        sd=None if sd is None else sd[cols], time_budget=clock.share(k),
+        **layer.certify_kwargs())
+    clock.spend(cert.seconds, k)
+    found.certified[live] = cert.certified
+    found.bound[live] = cert.bound
+    for j in np.flatnonzero(cert.length > 0):
+        _put_first(layer, found, int(live[j]), cert, int(j), pr2[:, cols[j]])
+
+
+def _put_first(layer: _Layer, found: _Found, i: int, cert: Length3Certificate, j: int,
+               pr2: np.ndarray) -> None:
+    """Make the formula ``j`` that the branch-and-bound found the best of unit ``i`` (the
+    others follow, without one of the same support; the last drops out)."""
+    lits, ops = cert.lits[j], cert.ops[j]
+    mask = layer.pattern_mask(lits, ops)
+    rows = [b for b in np.flatnonzero(found.valid[i])
+            if not np.array_equal(layer.pattern_mask(found.lits[i, b], found.ops[i, b]), mask)]
+    rows = rows[:found.valid.shape[1] - 1]
+    width = found.lits.shape[2]
+    new = {"lits": np.pad(lits, (0, width - lits.size), constant_values=-1)[:width],
+           "ops": np.pad(ops, (0, width - ops.size))[:width].astype(found.ops.dtype),
+           "length": cert.length[j], "n1": cert.n1[j], "valid": True,
+           "s2": cert.s2[j] if found.values is None else float(mask @ pr2)}
+    if found.values is not None:
+        new["values"] = cert.value[j]
+    for name, first in new.items():
+        arr = getattr(found, name)
+        kept = arr[i, rows].copy()
+        arr[i, 0] = first
+        arr[i, 1:1 + len(rows)] = kept
+        if name == "valid":
+            arr[i, 1 + len(rows):] = False
 
 
 def _search_units(acts: _Activations, layer: _Layer, names: list[str] | None,
-                  unit_ids: list[Any] | None, progress: Callable[[int, int], Any] | None
-                  ) -> tuple[list[UnitExplanations], np.ndarray]:
+                  unit_ids: list[Any] | None, progress: Callable[[int, int], Any] | None,
+                  clock: _Clock) -> tuple[list[UnitExplanations], np.ndarray]:
     """Search every unit, a chunk of units in memory at a time, a block at a time: (the
     explanations of each unit, the undefined concepts as a (C,) bool array)."""
     k_units = acts.shape[1]
@@ -301,73 +544,114 @@ def _search_units(acts: _Activations, layer: _Layer, names: list[str] | None,
     for start in range(0, k_units, layer.chunk):
         block = acts.block(slice(start, min(k_units, start + layer.chunk)))
         sums = _chunk_sums(layer, block)
+        inputs = sums.certify_inputs()
+        ceil = _chunk_ceiling(layer, inputs, sums.tie)
         kc = sums.pr2.shape[1]
         for s0 in range(0, kc, layer.block):  # cache-sized blocks of units for the search
             s1 = min(kc, s0 + layer.block)
-            best, und, values = _search_block(layer, sums, s0, s1)
-            undefined |= und.cpu().numpy()
-            units.extend(_to_units(best, sums.tie[s0:s1], layer.n, layer.c, start + s0,
-                                   layer.p, names, unit_ids, layer.pats.inverse,
-                                   block[:, s0:s1], values))
+            found, und = _find_block(layer, sums, inputs, s0, s1, clock)
+            undefined |= und
+            units.extend(_to_units(found, sums.tie[s0:s1], layer, start + s0, names,
+                                   unit_ids, block[:, s0:s1], ceil[s0:s1]))
             if progress is not None:
                 progress(len(units), k_units)
-        del block, sums
+        del block, sums, inputs
     return units, undefined
+
+
+def _chunk_ceiling(layer: _Layer, inputs: tuple[np.ndarray, np.ndarray | None, np.ndarray],
+                   tie: np.ndarray) -> np.ndarray:
+    """Each unit's ceiling (k,) (:func:`~invert.engine.certify.ceiling`); NaN for constant
+    units, and where the bounds do not cover the metric."""
+    values, sd, _ = inputs
+    if layer.p.metric not in CERTIFIED_METRICS:
+        return np.full(values.shape[1], np.nan)
+    ceil = ceiling(values, layer.pats.counts, layer.n, sd=sd, **layer.certify_kwargs())
+    ceil[_constant_units(tie, layer.n)] = np.nan
+    return ceil
+
+
+def _find_block(layer: _Layer, sums: _ChunkSums,
+                inputs: tuple[np.ndarray, np.ndarray | None, np.ndarray], s0: int, s1: int,
+                clock: _Clock) -> tuple[_Found, np.ndarray]:
+    """The formulas of units ``s0:s1`` of a chunk: the beam's, or with ``optimal`` the
+    proven ones (length 2), the beam's certified (length 1: exhaustive) or improved by the
+    branch-and-bound (length 3); and the undefined concepts."""
+    if layer.optimal and layer.p.length == 2:
+        return _optimal_block(layer, inputs, s0, s1)
+    found, und = _beam_block(layer, sums, s0, s1)
+    if layer.optimal and layer.p.length == 1:
+        _certify_exact(found, layer.n)
+    elif layer.optimal:
+        _certify_length3(layer, inputs, found, s0, s1,
+                         _constant_units(sums.tie[s0:s1], layer.n), clock)
+    return found, und
 
 
 # ----------------------------------------------------------------------------- results
 
 
-def _to_units(best: _Beam, tie: np.ndarray, n: int, c: int, start: int, p: SearchParams,
-              names: list[str] | None, unit_ids: list[Any] | None, inverse: np.ndarray,
-              block: np.ndarray, values: np.ndarray | None = None) -> list[UnitExplanations]:
-    """The explanations of the units ``start, start + 1, ...`` of ``best`` (k, B), with
-    exact AUROC and p-values (scipy's exact distribution for small groups without ties)."""
-    lits = best.lits.cpu().numpy()
-    ops = best.ops.cpu().numpy()
-    lens = best.length.cpu().numpy()
-    s2 = best.s2.cpu().numpy()
-    n1 = best.n1.cpu().numpy()
-    valid = best.valid.cpu().numpy()
-    constant = tie >= float(n) ** 3 - n if n > 1 else np.ones_like(tie, dtype=bool)
-    auc = auroc_from_ranksum(s2, n1, float(n))
+def _to_units(found: _Found, tie: np.ndarray, layer: _Layer, start: int,
+              names: list[str] | None, unit_ids: list[Any] | None, block: np.ndarray,
+              ceil: np.ndarray) -> list[UnitExplanations]:
+    """The explanations of the units ``start, start + 1, ...`` of ``found`` (k, B), with
+    exact AUROC and p-values (scipy's exact distribution for small groups without ties),
+    and their certificates."""
+    n, p = layer.n, layer.p
+    constant = _constant_units(tie, n)
+    auc = auroc_from_ranksum(found.s2, found.n1, float(n))
     with np.errstate(all="ignore"):
-        pv, lp = mannwhitney_pvalues(s2, n1, n, tie[:, None])
+        pv, lp = mannwhitney_pvalues(found.s2, found.n1, n, tie[:, None])
     out = []
-    for i in range(lits.shape[0]):
+    for i in range(found.lits.shape[0]):
         unit = start + i
         uid = unit_ids[unit] if unit_ids is not None else unit
         if constant[i]:
             out.append(UnitExplanations(unit=unit, unit_id=uid,
-                                        reason="constant unit: all activations are equal"))
+                                        reason="constant unit: all activations are equal",
+                                        **_unit_certificate(found, ceil, i, False)))
             continue
         items: list[Explanation] = []
-        for j in np.flatnonzero(valid[i]):
-            ln = int(lens[i, j])
-            codes = lits[i, j, :ln]
-            literals = [(int(x) % c, bool(x >= c)) for x in codes]
-            opstr = ["|" if o else "&" for o in ops[i, j, 1:ln]]
+        for j in np.flatnonzero(found.valid[i]):
+            ln = int(found.length[i, j])
+            codes = found.lits[i, j, :ln]
+            literals = [(int(x) % layer.c, bool(x >= layer.c)) for x in codes]
+            opstr = ["|" if o else "&" for o in found.ops[i, j, 1:ln]]
             p_val, l_p = float(pv[i, j]), float(lp[i, j])
-            nn1 = int(n1[i, j])
+            nn1 = int(found.n1[i, j])
             if (min(nn1, n - nn1) <= 8) and tie[i] == 0:
-                p_val, l_p = _exact_pvalue(best.mask[i, j], inverse, block[:, i], l_p)
+                mask = layer.pattern_mask(found.lits[i, j], found.ops[i, j])
+                p_val, l_p = _exact_pvalue(mask, layer.pats.inverse, block[:, i], l_p)
             items.append(Explanation(
                 formula=chain(literals, opstr, names), auroc=float(auc[i, j]),
                 fraction=nn1 / n, support=nn1, length=ln, p_value=p_val, log10_p_value=l_p,
                 unit=unit, rank=len(items),
-                extras={} if values is None else {p.metric: float(values[i, j])}))
+                extras={} if found.values is None else {p.metric: float(found.values[i, j])}))
         reason = None if items else (
             f"no formula with a defined AUROC satisfies min_fraction={p.min_fraction} <= "
             f"fraction <= max_fraction={p.max_fraction}")
-        out.append(UnitExplanations(items, unit=unit, unit_id=uid, reason=reason))
+        out.append(UnitExplanations(items, unit=unit, unit_id=uid, reason=reason,
+                                    **_unit_certificate(found, ceil, i, bool(items))))
     return out
 
 
-def _exact_pvalue(pattern_mask: torch.Tensor, inverse: np.ndarray, acts: np.ndarray,
+def _unit_certificate(found: _Found, ceil: np.ndarray, i: int, explained: bool
+                      ) -> dict[str, Any]:
+    """Unit ``i``'s certificate fields: ``certified``, ``bound`` None without
+    ``optimal``, False and NaN for a unit without explanations (the ceiling too, for a
+    constant unit: ``ceil`` is NaN there)."""
+    out: dict[str, Any] = {"ceiling": float(ceil[i])}
+    if found.certified is not None and found.bound is not None:
+        out["certified"] = bool(found.certified[i]) and explained
+        out["bound"] = float(found.bound[i]) if explained else math.nan
+    return out
+
+
+def _exact_pvalue(pattern_mask: np.ndarray, inverse: np.ndarray, acts: np.ndarray,
                   log10_p: float) -> tuple[float, float]:
     """The p-value (and log10) of scipy's 'auto' method, which uses the exact distribution
     for a group of at most 8 samples without ties (``log10_p`` stays where it is 0)."""
-    mask = pattern_mask.cpu().numpy()[inverse]
+    mask = pattern_mask[inverse]
     a_u = acts.astype(np.float64)
     p_val = float(sps.mannwhitneyu(a_u[~mask], a_u[mask],
                                    alternative="two-sided", method="auto").pvalue)
