@@ -1,11 +1,31 @@
-"""Benchmark of invert.trust on the paper-scale synthetic layer (prints figures only).
+"""Benchmark of invert.trust's significance (prints figures only; issue 11).
 
-    .venv/bin/python benchmarks/bench_trust.py [--units 192] [--seeds 3] [--perms 1000]
+    .venv/bin/python benchmarks/bench_trust.py [--perms 1000] [--seeds 10] [--skip paper]
 
-N = 50,000 samples, C = 1,473 concepts; 64 planted units and ``units - 64`` pure-noise
-units. The shared null (``perms`` permutations, searched as pseudo-units) depends only on the
-concepts and the search parameters, so it is computed once and reused for every seed (each
-seed draws new activations for the same planted formulas).
+Sections (``--skip`` any of them):
+
+``paper``
+    The paper-scale synthetic layer (N = 50,000, C = 1,473, 512 units of which 64 planted;
+    L = 3, B = 5, min_fraction = 0.002): ``permutation_test`` with ``perms`` permutations and
+    the generalized Pareto tail; its estimate against the time taken; planted p-values;
+    noise units' uniformity; BH discoveries.
+``ties``
+    The same layer with ties in every unit (ReLU with 30-70% zeros, 16 dead units) and 1%
+    duplicate samples (N unchanged): time against the untied layer, tied noise units'
+    uniformity.
+``calibration``
+    ``seeds`` layers (N = 2,000, C = 140), each with its own null of ``perms`` permutations,
+    20 planted and 200 noise units (every other one ReLU-tied): Kolmogorov-Smirnov
+    uniformity over all noise units, BH's false-discovery proportion.
+``tail``
+    Accuracy of the tail on a null of known form (the maximum of 500 standard normals):
+    estimated over true p-value at true p-values 1e-3 .. 1e-8, with the shape constrained to
+    ``>= 0`` (as used) and free.
+``parsimony``
+    Issue 11's reproduction: significant units with and without parsimony, and what
+    comparing the reported formula with the null of the search maximum (the old test) gave.
+``floor``
+    ``permutation_floor`` for a few settings.
 """
 
 from __future__ import annotations
@@ -14,85 +34,220 @@ import argparse
 import time
 
 import numpy as np
+from scipy import stats
 
 import invert
+import invert.trust.tail as tail_mod
 from invert.engine.synthetic import make_layer
-from invert.trust import correct_pvalues, explain_holdout
-from invert.trust.permutation import _null_best, _null_pvalues, _reject
+from invert.trust import (
+    correct_pvalues,
+    fit_tail,
+    permutation_floor,
+    permutation_null,
+    permutation_test,
+)
+from invert.trust.tail import null_pvalues
+
+PAPER_KW = {"length": 3, "beam_size": 5, "min_fraction": 0.002}
+
+
+def relu_ties(a: np.ndarray, cols, rng: np.random.Generator) -> np.ndarray:
+    """A copy of ``a`` whose columns ``cols`` are ReLU outputs with 30-70% zeros."""
+    out = a.astype(np.float32, copy=True)
+    for k in cols:
+        out[:, k] = np.maximum(out[:, k] - np.quantile(out[:, k], rng.uniform(0.3, 0.7)), 0)
+    return out
+
+
+def ks(p: np.ndarray) -> str:
+    p = p[~np.isnan(p)]
+    return f"KS uniformity p = {stats.kstest(p, 'uniform').pvalue:.3f} over {p.size} units"
+
+
+def timed_test(a, y, res, perms: int, seed: int):
+    est = []
+    t0 = time.perf_counter()
+    p = permutation_test(a, y, res, n_permutations=perms, random_state=seed,
+                         on_estimate=est.append)
+    return p, time.perf_counter() - t0, est[0]
+
+
+def report_layer(name: str, res, p: np.ndarray, seconds: float, est, n_planted: int) -> None:
+    planted, noise = p[:n_planted], p[n_planted:]
+    methods = [u[0].extras["search_p_method"] for u in res.units[:n_planted] if u]
+    q = correct_pvalues(p, "bh") <= 0.05
+    print(f"{name}: permutation test {seconds:.1f} s (estimated {est.seconds:.1f} s after "
+          f"its first {min(32, est.n_permutations)} permutations; {est.n_tie_broken} units "
+          f"re-searched on tie-broken ranks)")
+    print(f"  planted: largest p {np.nanmax(planted):.2g}, median p {np.nanmedian(planted):.2g},"
+          f" share p <= 1e-6: {np.mean(planted <= 1e-6):.3f}; from the tail: "
+          f"{methods.count('gpd')}/{len(methods)}")
+    print(f"  noise: {ks(noise)}; BH 0.05 discoveries {int(q.sum())} "
+          f"(noise {int(q[n_planted:].sum())})")
+
+
+def section_paper(args) -> tuple[float, object]:
+    layer = make_layer(n_units=512, n_planted=64, seed=0)
+    y = layer.concepts
+    print(f"paper-scale layer: N={layer.activations.shape[0]}, C={y.matrix.shape[1]}, "
+          f"512 units (64 planted), {args.perms} permutations, L=3, B=5, min_fraction=0.002")
+    t0 = time.perf_counter()
+    res = invert.explain(layer.activations, y, **PAPER_KW)
+    print(f"  search: {time.perf_counter() - t0:.1f} s")
+    p, sec, est = timed_test(layer.activations, y, res, args.perms, 0)
+    print(f"  {est}")
+    report_layer("untied layer", res, p, sec, est, 64)
+    return sec, layer
+
+
+def duplicate_rows(n: int, share: float, rng: np.random.Generator) -> np.ndarray:
+    """Row indices with ``share * n`` rows replaced by copies of other rows."""
+    idx = np.arange(n)
+    k = int(share * n)
+    dst = rng.choice(n, k, replace=False)
+    idx[dst] = rng.choice(np.setdiff1d(idx, dst), k)
+    return idx
+
+
+def section_ties(args, untied_seconds: float, layer) -> None:
+    rng = np.random.default_rng(7)
+    n = layer.activations.shape[0]
+    rows = duplicate_rows(n, 0.01, rng)
+    a = relu_ties(layer.activations[rows], range(512), rng)
+    a[:, 512 - 16:] = 0.0  # dead units
+    y = layer.concepts.matrix[rows]
+    zeros = (a[:, :496] == 0).mean(axis=0)
+    print(f"tied layer: same sizes, zeros per unit {zeros.min():.2f}-{zeros.max():.2f}, "
+          f"16 dead units, {int(0.01 * n)} duplicate samples")
+    t0 = time.perf_counter()
+    res = invert.explain(a, y, **PAPER_KW)
+    print(f"  search: {time.perf_counter() - t0:.1f} s")
+    p, sec, est = timed_test(a, y, res, args.perms, 0)
+    print(f"  {est}")
+    report_layer("tied layer", res, p[:496], sec, est, 64)
+    print(f"  dead units without a test: {int(np.isnan(p[496:]).sum())}/16")
+    if untied_seconds:
+        print(f"  time tied / untied: {sec / untied_seconds:.2f} (one shared null; the old "
+              f"test computed one null per tie structure: {len(set(map(int, zeros * n)))} "
+              f"distinct zero counts here)")
+
+
+def section_calibration(args) -> None:
+    noise_p, tied_p, fdp, fdp_sub, power = [], [], [], [], []
+    t0 = time.perf_counter()
+    sub = np.random.default_rng(0)
+    for seed in range(args.seeds):
+        layer = make_layer(n_leaves=100, samples_per_leaf=20, n_hypernyms=40, n_units=221,
+                           n_planted=20, signal=1.5, seed=100 + seed)
+        tied = np.arange(20, 220, 2)
+        a = relu_ties(layer.activations, tied, np.random.default_rng(seed))
+        a[:, 220] = 0.0
+        y = layer.concepts
+        res = invert.explain(a, y, length=3, beam_size=5, min_fraction=0.01)
+        p = permutation_test(a, y, res, n_permutations=args.perms, random_state=seed)
+        noise_p.append(p[20:220])
+        tied_p.append(p[tied])
+        q = correct_pvalues(p, "bh") <= 0.05
+        fdp.append(q[20:].sum() / max(1, q.sum()))
+        power.append(q[:20].mean())
+        for _ in range(100):
+            units = np.r_[np.arange(20), sub.choice(np.arange(20, 220), 20, replace=False)]
+            r = correct_pvalues(p[units], "bh") <= 0.05
+            fdp_sub.append(r[20:].sum() / max(1, r.sum()))
+    noise = np.concatenate(noise_p)
+    print(f"calibration: {args.seeds} layers (N=2000, C=140, L=3, B=5, min_fraction=0.01), "
+          f"each with its own null of {args.perms} permutations ({time.perf_counter() - t0:.0f}"
+          " s)")
+    print(f"  noise units (half ReLU-tied): {ks(noise)}; tied only: "
+          f"{ks(np.concatenate(tied_p))}")
+    print(f"  share of noise p <= 0.05: {np.mean(noise <= 0.05):.4f}, <= 0.01: "
+          f"{np.mean(noise <= 0.01):.4f}, <= 0.001: {np.mean(noise <= 0.001):.4f}")
+    print(f"  BH 0.05 over each layer (20 planted, 200 noise): FDR {np.mean(fdp):.4f}, planted "
+          f"found {np.mean(power):.3f}; over layers of 20 planted + 20 noise units: FDR "
+          f"{np.mean(fdp_sub):.4f}")
+
+
+def section_tail(args) -> None:
+    rng = np.random.default_rng(1)
+    m = 500
+    targets = np.array([1e-3, 1e-4, 1e-5, 1e-6, 1e-8])
+    # x with P(max of m normals >= x) = target
+    xs = stats.norm.isf(-np.log1p(-targets) / m)
+    constrained, free = [], []
+    fit_free = tail_mod._fit
+
+    def unconstrained(y):
+        xi, scale = tail_mod._pwm(y)
+        return xi, scale, xi
+
+    for _ in range(args.tail_reps):
+        null = np.sort(stats.norm.rvs(size=(1000, m), random_state=rng).max(axis=1))
+        constrained.append(null_pvalues(null, xs, fit_tail(null, rng))[0] / targets)
+        tail_mod._fit = unconstrained
+        try:
+            with np.errstate(all="ignore"):
+                lp = null_pvalues(null, xs, fit_tail(null, rng))[1]
+            free.append(np.where(np.isfinite(lp), 10.0 ** lp, 0.0) / targets)
+        finally:
+            tail_mod._fit = fit_free
+    c, f = np.array(constrained), np.array(free)
+    print(f"tail accuracy: null = max of {m} standard normals, 1000 permutations, "
+          f"{args.tail_reps} repetitions; estimated / true p at true p "
+          + ", ".join(f"{t:.0e}" for t in targets))
+    print("  shape >= 0 (used): median " + ", ".join(f"{v:.2g}" for v in np.median(c, 0))
+          + "; share below true: " + ", ".join(f"{v:.2f}" for v in (c < 1).mean(0)))
+    print("  free shape:        median " + ", ".join(f"{v:.2g}" for v in np.median(f, 0))
+          + "; share below true: " + ", ".join(f"{v:.2f}" for v in (f < 1).mean(0))
+          + "; share p = 0: " + ", ".join(f"{v:.2f}" for v in (f == 0).mean(0)))
+
+
+def section_parsimony(args) -> None:
+    rng = np.random.default_rng(0)
+    y = rng.random((2000, 12)) < 0.15
+    a = rng.standard_normal((2000, 100)) + 0.3 * y[:, [0]]
+    out = []
+    for kw in ({"parsimony": None}, {}):
+        r = invert.explain(a, y, length=3, beam_size=5, min_fraction=0.05, holdout=0.5,
+                           random_state=0, **kw)
+        null = permutation_null(y, r, n_permutations=200, random_state=1)
+        p = permutation_test(a, y, r, null=null, random_state=1)
+        reported = np.array([u[0].auroc for u in r.units])  # the old test's statistic
+        p_old = null_pvalues(null.values, reported, null.tail)[0]
+        out.append(((correct_pvalues(p, "bh") <= 0.05).sum(),
+                    (correct_pvalues(p_old, "bh") <= 0.05).sum()))
+    print("parsimony (issue 11's reproduction, 100 weak units, 200 permutations): "
+          f"significant without parsimony {out[0][0]}, with the default parsimony "
+          f"{out[1][0]} (testing the reported formula against the null of the search "
+          f"maximum instead: {out[0][1]} and {out[1][1]})")
+
+
+def section_floor(args) -> None:
+    print("permutation_floor (BH at 0.05):")
+    for perms, m in ((200, 576), (1000, 576), (1000, 512), (10000, 512)):
+        for tail in (None, "gpd"):
+            f = permutation_floor(perms, m, 0.05, tail=tail)
+            print(f"  {perms} permutations, {m} units, tail={tail}: {f}; "
+                  f"warning: {f.warning or 'none'}")
+
+
+SECTIONS = ("paper", "ties", "calibration", "tail", "parsimony", "floor")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--units", type=int, default=192)
-    ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--perms", type=int, default=1000)
-    ap.add_argument("--tie-perms", type=int, default=100)
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--tail-reps", type=int, default=100)
+    ap.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
     args = ap.parse_args()
-    kw = {"length": 3, "beam_size": 5}
-    layer = make_layer(n_units=args.units, n_planted=64, seed=0)
-    y = layer.concepts
-    n = layer.activations.shape[0]
-    masks = np.array([f.evaluate(y.matrix) for f in layer.planted])
-    print(f"layer: N={n}, C={y.matrix.shape[1]}, units={args.units} (64 planted)")
-
-    rng = np.random.default_rng(0)
-    t0 = time.perf_counter()
-    null = np.sort(_null_best(np.arange(n, dtype=np.float32), y.matrix, args.perms, rng, 1.0,
-                              kw, 256))
-    t_null = time.perf_counter() - t0
-    print(f"shared null: {args.perms} permutations searched in {t_null:.1f} s "
-          f"({1e3 * t_null / args.perms:.1f} ms per permutation); null best AUROC "
-          f"median {np.median(null):.4f}, 95% {np.quantile(null, 0.95):.4f}")
-
-    fdps, powers, raw_fp = [], [], []
-    for seed in range(args.seeds):
-        r = np.random.default_rng(100 + seed)
-        acts = r.standard_normal((n, args.units)).astype(np.float32)
-        acts[:, :64] += 1.5 * masks.T
-        t0 = time.perf_counter()
-        res = invert.explain(acts, y, **kw)
-        t_search = time.perf_counter() - t0
-        obs = np.array([u[0].auroc for u in res.units])
-        p = _null_pvalues(null, obs, args.perms)
-        disc = _reject(correct_pvalues(p, "bh"), 0.05)
-        noise = np.arange(args.units) >= 64
-        fdp = (disc & noise).sum() / max(1, disc.sum())
-        raw = np.array([u[0].p_value for u in res.units])
-        fdps.append(fdp)
-        powers.append(disc[~noise].mean())
-        raw_fp.append((raw[noise] <= 0.05).mean())
-        print(f"seed {seed}: search {t_search:.1f} s; BH 0.05 discoveries {disc.sum()} "
-              f"(noise {int((disc & noise).sum())}), FDP {fdp:.3f}, planted found "
-              f"{disc[~noise].mean():.3f}; uncorrected p<=0.05 on noise units "
-              f"{raw_fp[-1]:.3f}")
-    print(f"FDR among discoveries at BH 0.05, mean over {args.seeds} seeds: "
-          f"{np.mean(fdps):.4f} (planted units found: {np.mean(powers):.3f}; "
-          f"noise units with uncorrected p <= 0.05: {np.mean(raw_fp):.3f})")
-
-    acts = np.random.default_rng(100).standard_normal((n, args.units)).astype(np.float32)
-    acts[:, :64] += 1.5 * masks.T
-    t0 = time.perf_counter()
-    hres = explain_holdout(acts, y, holdout=0.5, random_state=0, search_kwargs=kw)
-    t_h = time.perf_counter() - t0
-    gap = np.array([u[0].auroc - u[0].extras["holdout_auroc"] for u in hres.units])
-    lens = np.array([u[0].length for u in hres.units])
-    print(f"holdout 0.5 ({t_h:.1f} s): in-sample minus held-out AUROC of the best formula: "
-          f"planted {gap[:64].mean():+.4f}, noise {gap[64:].mean():+.4f}; mean length "
-          f"planted {lens[:64].mean():.2f}, noise {lens[64:].mean():.2f}")
-    nop = explain_holdout(acts, y, holdout=0.5, random_state=0, parsimony=None,
-                          search_kwargs=kw)
-    lens0 = np.array([u[0].length for u in nop.units])
-    print(f"  without parsimony: mean length planted {lens0[:64].mean():.2f}, noise "
-          f"{lens0[64:].mean():.2f}")
-
-    z = np.random.default_rng(7).standard_normal(n)
-    relu = np.maximum(z, 0.0).astype(np.float32)  # one tie structure (ReLU zeros)
-    t0 = time.perf_counter()
-    _null_best(relu, y.matrix, args.tie_perms, np.random.default_rng(1), 1.0, kw, 256)
-    t_tie = time.perf_counter() - t0
-    print(f"per tie structure: {args.tie_perms} permutations in {t_tie:.1f} s "
-          f"(about {t_tie * args.perms / args.tie_perms:.0f} s for {args.perms}); "
-          f"continuous units share one null")
+    untied, layer = 0.0, None
+    if "paper" not in args.skip:
+        untied, layer = section_paper(args)
+    if "ties" not in args.skip:
+        section_ties(args, untied, layer or make_layer(n_units=512, n_planted=64, seed=0))
+    for name in SECTIONS[2:]:
+        if name not in args.skip:
+            globals()[f"section_{name}"](args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Statistics one can trust: held-out evaluation, search-aware p-values, more metrics.
 
 Modules: :mod:`~invert.trust.holdout` (split, held-out figures, parsimony),
-:mod:`~invert.trust.permutation` (search-corrected p-values), :mod:`~invert.trust.metrics`
+:mod:`~invert.trust.permutation` (search-corrected p-values), :mod:`~invert.trust.tail`
+(their tail approximation), :mod:`~invert.trust.floor` (what settings can reach),
+:mod:`~invert.trust.metrics`
 (metrics, intervals, corrections) and :mod:`~invert.trust.top` (top-q activations); import
 from :mod:`invert.trust`.
 
@@ -12,9 +14,11 @@ it than it is. This module offers
   confidence interval and the Mann-Whitney p-value on the other, with a parsimony rule so
   that longer formulas must earn their literals on held-out data;
 * :func:`permutation_test`: a p-value per unit *corrected for the search* (the whole beam
-  search is rerun on permuted activations), computed once per layer for all units that
-  share a tie structure, then :func:`correct_pvalues` (Benjamini-Hochberg, Holm) across
-  units and :func:`significant_units`;
+  search is rerun on permuted activations; one shared null per layer, tied units on randomly
+  tie-broken ranks), below ``1 / (P + 1)`` through a generalized Pareto fit to the null's
+  tail (:func:`fit_tail`), then :func:`correct_pvalues` (Benjamini-Hochberg, Holm) across
+  units and :func:`significant_units`; :func:`permutation_floor` says beforehand what given
+  settings can reach;
 * :func:`add_metrics` / :func:`metrics`: AUPRC, MAD, point-biserial correlation and
   precision / recall / F1 / IoU of the top-q activations for every reported formula;
   :func:`auroc_ci` (Hanley-McNeil) and :func:`delong_ci`;
@@ -42,6 +46,7 @@ Examples
 ('3', True, True)
 """
 
+from .floor import PermutationEstimate, PermutationFloor, permutation_floor
 from .holdout import DEFAULT_PARSIMONY, HoldoutResult, explain_holdout, stratified_split
 from .metrics import (
     METRIC_NAMES,
@@ -53,12 +58,14 @@ from .metrics import (
     metric_table,
     metrics,
 )
-from .permutation import permutation_test, significant_units
+from .permutation import PermutationNull, permutation_null, permutation_test, significant_units
+from .tail import TailFit, fit_tail
 from .top import explain_top
 
 __all__ = [
     "HoldoutResult", "explain_holdout", "stratified_split", "permutation_test",
     "correct_pvalues", "significant_units", "auroc_ci", "delong_ci", "metrics",
     "metric_table", "add_metrics", "formula_masks", "explain_top", "DEFAULT_PARSIMONY",
-    "METRIC_NAMES",
+    "METRIC_NAMES", "permutation_floor", "PermutationFloor", "PermutationEstimate", "fit_tail",
+    "TailFit", "permutation_null", "PermutationNull",
 ]
