@@ -262,6 +262,18 @@ def _badges(page: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+def _certificate(rec: dict[str, Any], exps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The unit's ceiling (the best AUROC any formula within the fraction limits could
+    reach), the gap of its best formula to it, and the length-3 certificate when present."""
+    ceiling = rec.get("ceiling")
+    best = exps[0].get("auroc") if exps else None
+    gap = None
+    if ceiling is not None and best is not None and ceiling == ceiling:
+        gap = abs(float(ceiling) - float(best))
+    return {"ceiling": ceiling, "gap": gap, "certified": rec.get("certified"),
+            "bound": rec.get("bound")}
+
+
 def _best_figures(page: dict[str, Any], best: dict[str, Any], mask: np.ndarray,
                   split: Split | None, fits: bool) -> None:
     """The stat cards of the best explanation, on the samples the search used."""
@@ -297,6 +309,7 @@ def unit_page(u: dict[str, Any], a: np.ndarray, ctx: UnitContext, split: Split |
     page: dict[str, Any] = {"unit": u["unit"], "label": u["label"], "reason": rec.get("reason"),
                             "n_samples": len(a), "badges": [], "figures": []}
     exps = rec.get("explanations") or []
+    page.update(_certificate(rec, exps))
     mask = np.zeros(len(a), dtype=bool)
     fits = False
     if exps:
