@@ -24,13 +24,14 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from scipy import stats as sps
 
-from .._validate import bad, check_choice, check_memory_budget
+from .._validate import bad, check_choice, check_int, check_memory_budget
 from .beam import _Beam, _ChunkSearch
 from .formula import chain
 from .inputs import ActivationsLike, ConceptsLike, _Activations, _as_activations, as_labels
@@ -43,6 +44,7 @@ from .stats import (
     pattern_ranksums,
     pattern_ranksums_torch,
 )
+from .threads import default_threads, ordered_map, torch_threads
 
 __all__ = ["explain", "SEARCH_PARAMS", "check_search_params"]
 
@@ -70,6 +72,7 @@ def explain(
     metric: str = "auroc",
     unit_ids: Sequence[Any] | None = None,
     kernel: Kernel = "auto",
+    threads: int | None = None,
 ) -> ExplanationResult:
     """Explain every unit of a layer with logical formulas over concepts (INVERT).
 
@@ -121,6 +124,12 @@ def explain(
         For testing the GPU code path on the CPU: ``"torch"`` runs the torch-only code path
         of GPUs (ranking by ``torch.sort``, torch sparse products) on any device; results
         are identical. ``"auto"`` (default) uses numpy and scipy on the CPU.
+    threads : int, optional
+        Worker threads, each searching its own blocks of units with one torch thread
+        (``torch.set_num_threads(1)`` during the call; the caller's setting is restored).
+        Default: the CPUs available to the process, at most 4 (1 on a GPU). Independent
+        blocks keep a busy machine from stalling the search (see
+        :mod:`invert.engine.threads`); results do not depend on it.
 
     Returns
     -------
@@ -166,12 +175,19 @@ def explain(
         max_fraction=max_fraction, mode=mode, dedupe=dedupe, metric=metric)
     budget = check_memory_budget("memory_budget", memory_budget)
     kernel = check_choice("kernel", kernel, ("auto", "torch"))
+    if progress is not None and not callable(progress):
+        raise bad("progress", "a callable progress(units_done, n_units) or None", progress)
+    if threads is not None:
+        threads = check_int("threads", threads, minimum=1)
     acts, ids = _activations_and_ids(activations, unit_ids)
     y, names = as_labels(concepts, acts.shape[0])
     p = SearchParams.from_kwargs(y.shape[1], **(p.as_dict() | {"limit_search": limit_search}))
     dev = resolve_device(device, acts)
-    layer = _Layer.prepare(y, p, dev, budget, torch_path=dev.type != "cpu" or kernel == "torch")
-    units, undefined = _search_units(acts, layer, names, ids, progress)
+    workers = default_threads(dev) if threads is None else threads
+    layer = _Layer.prepare(y, p, dev, budget, torch_path=dev.type != "cpu" or kernel == "torch",
+                           threads=workers)
+    with torch_threads(1):
+        units, undefined = _search_units(acts, layer, names, ids, progress)
     und_names = [names[i] if names else str(i) for i in np.flatnonzero(undefined)]
     if und_names:
         log.info("%d concepts are all-zero or all-one and were not used: %s",
@@ -210,12 +226,13 @@ class _Layer:
     inverse: torch.Tensor  # (N,) pattern of each sample, on the device
     counts: torch.Tensor  # (M,) float64 samples per pattern, on the device
     zhash: torch.Tensor  # (M,) support-hash weights, on the device
-    chunk: int  # units ranked at once
-    block: int  # units searched at once
+    chunk: int  # units read at once
+    block: int  # units ranked and searched at once (by one worker)
+    threads: int  # workers
 
     @classmethod
     def prepare(cls, y: Any, p: SearchParams, dev: torch.device, budget: int,
-                torch_path: bool) -> _Layer:
+                torch_path: bool, threads: int = 1) -> _Layer:
         """Collapse the labels ``y`` (N, C) into patterns and size the chunks."""
         n, c = y.shape
         pats = _collapse(y)
@@ -229,6 +246,7 @@ class _Layer:
             zhash=_support_hash(m, dev),
             chunk=p.chunk_units(n, m, c, budget),
             block=p.search_block(m, c, budget, dev),
+            threads=threads,
         )
 
     @property
@@ -293,26 +311,36 @@ def _search_block(layer: _Layer, sums: _ChunkSums, s0: int, s1: int
 def _search_units(acts: _Activations, layer: _Layer, names: list[str] | None,
                   unit_ids: list[Any] | None, progress: Callable[[int, int], Any] | None
                   ) -> tuple[list[UnitExplanations], np.ndarray]:
-    """Search every unit, a chunk of units in memory at a time, a block at a time: (the
-    explanations of each unit, the undefined concepts as a (C,) bool array)."""
+    """Search every unit, a chunk of units in memory at a time, a block at a time on
+    ``layer.threads`` workers (each block ranked, searched and turned into results on its
+    own): (the explanations of each unit, the undefined concepts as a (C,) bool array)."""
     k_units = acts.shape[1]
     units: list[UnitExplanations] = []
     undefined = np.zeros(layer.c, dtype=bool)
     for start in range(0, k_units, layer.chunk):
-        block = acts.block(slice(start, min(k_units, start + layer.chunk)))
-        sums = _chunk_sums(layer, block)
-        kc = sums.pr2.shape[1]
-        for s0 in range(0, kc, layer.block):  # cache-sized blocks of units for the search
-            s1 = min(kc, s0 + layer.block)
-            best, und, values = _search_block(layer, sums, s0, s1)
-            undefined |= und.cpu().numpy()
-            units.extend(_to_units(best, sums.tie[s0:s1], layer.n, layer.c, start + s0,
-                                   layer.p, names, unit_ids, layer.pats.inverse,
-                                   block[:, s0:s1], values))
+        block = acts.block(slice(start, min(k_units, start + layer.chunk)), exact=True)
+        one = partial(_unit_block, layer, block, start, names, unit_ids)
+        for found, und in ordered_map(one, range(0, block.shape[1], layer.block),
+                                      layer.threads):
+            units.extend(found)
+            undefined |= und
             if progress is not None:
                 progress(len(units), k_units)
-        del block, sums
+        del block, one
     return units, undefined
+
+
+def _unit_block(layer: _Layer, block: np.ndarray, start: int, names: list[str] | None,
+                unit_ids: list[Any] | None, s0: int
+                ) -> tuple[list[UnitExplanations], np.ndarray]:
+    """One worker's job: units ``s0 : s0 + layer.block`` of the chunk ``block`` (whose first
+    unit is ``start``) ranked, searched and turned into results; also the undefined
+    concepts."""
+    cols = block[:, s0:min(block.shape[1], s0 + layer.block)]
+    sums = _chunk_sums(layer, cols)
+    best, und, values = _search_block(layer, sums, 0, cols.shape[1])
+    return (_to_units(best, sums.tie, layer.n, layer.c, start + s0, layer.p, names, unit_ids,
+                      layer.pats.inverse, cols, values), und.cpu().numpy())
 
 
 # ----------------------------------------------------------------------------- results
@@ -334,6 +362,7 @@ def _to_units(best: _Beam, tie: np.ndarray, n: int, c: int, start: int, p: Searc
     with np.errstate(all="ignore"):
         pv, lp = mannwhitney_pvalues(s2, n1, n, tie[:, None])
     out = []
+    name_tuple = tuple(names) if names is not None else None  # shared by every formula
     for i in range(lits.shape[0]):
         unit = start + i
         uid = unit_ids[unit] if unit_ids is not None else unit
@@ -352,7 +381,7 @@ def _to_units(best: _Beam, tie: np.ndarray, n: int, c: int, start: int, p: Searc
             if (min(nn1, n - nn1) <= 8) and tie[i] == 0:
                 p_val, l_p = _exact_pvalue(best.mask[i, j], inverse, block[:, i], l_p)
             items.append(Explanation(
-                formula=chain(literals, opstr, names), auroc=float(auc[i, j]),
+                formula=chain(literals, opstr, name_tuple), auroc=float(auc[i, j]),
                 fraction=nn1 / n, support=nn1, length=ln, p_value=p_val, log10_p_value=l_p,
                 unit=unit, rank=len(items),
                 extras={} if values is None else {p.metric: float(values[i, j])}))
