@@ -12,16 +12,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from .params import _EXPLORE_FACTOR, SearchParams
 from .patterns import _ConceptOp
+from .scan import Found, ScanInputs, scan
 
 __all__: list[str] = []
 
 _NEG_INF = -math.inf
+#: Extension literals per unit whose candidates are selected exactly before the scan, for
+#: a tight lower bound on the keys that enter the beam.
+PROBE_LITERALS = 16
 
 #: ``tiepos(rows, cols)``: the position that breaks ties among equal keys (lower first).
 TiePos = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -94,6 +99,21 @@ def _first_occurrence(sig: torch.Tensor, valid: torch.Tensor, prior: torch.Tenso
     keep = keep.view(rows, width)
     if prior is not None:
         keep = keep[:, prior.shape[1]:]
+    return keep
+
+
+def _first_of_each(sig: torch.Tensor) -> torch.Tensor:
+    """True at the first row of ``sig`` (P, S) among the rows equal to it."""
+    p = sig.shape[0]
+    order = torch.arange(p, device=sig.device)
+    for j in range(sig.shape[1] - 1, -1, -1):  # stable sorts: equal rows keep their order
+        order = order[torch.argsort(sig[order, j], stable=True)]
+    fs = sig[order]
+    same = torch.zeros(p, dtype=torch.bool, device=sig.device)
+    if p > 1:
+        same[1:] = (fs[1:] == fs[:-1]).all(-1)
+    keep = torch.empty(p, dtype=torch.bool, device=sig.device)
+    keep[order] = ~same
     return keep
 
 
@@ -173,68 +193,74 @@ class _LiteralPool:
                            dim=-1)
 
 
-class _StepPool:
-    """The pool of one step: the previous beam (positions ``< W``), then the candidates
-    ``W + (parent * 2C + literal) * 2 + op`` (op 0 AND, 1 OR) whose sums, counts and hashes
-    are ``s``, ``n``, ``h`` (k, W * 2C * 2)."""
+@dataclass
+class _Parents:
+    """The beam entries a step extends, packed to the front of each row: ``slot`` (k, P)
+    their positions in the beam, ``ok`` (k, P) False for the empty slots after them."""
 
-    def __init__(self, search: _ChunkSearch, beam: _Beam, s: torch.Tensor, n: torch.Tensor,
-                 h: torch.Tensor | None):
-        self.search, self.beam = search, beam
-        self.s, self.n, self.h = s, n, h
-        self.w = beam.mask.shape[1]
-        self.c2 = 2 * search.c
+    slot: torch.Tensor
+    ok: torch.Tensor
 
-    def tiepos(self, r: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-        """Tie order: the beam first, then (parent, extension rank of the literal, op)."""
-        w, c2 = self.w, self.c2
-        q_i = (col - w).clamp(min=0)
-        par = torch.div(q_i, 2 * c2, rounding_mode="floor")
-        lit = torch.div(q_i, 2, rounding_mode="floor") % c2
-        pos = w + (par * self.search.ls + self.search.ext_rank[r, lit]) * 2 + q_i % 2
-        return torch.where(col < w, col, pos)
+    @classmethod
+    def of(cls, beam: _Beam, p: SearchParams) -> _Parents:
+        """Valid entries shorter than ``length`` (with dedupe: created at the last depth)."""
+        ok = beam.valid & (beam.length < p.length)
+        if p.dedupe:
+            ok = ok & beam.fresh
+        width = int(ok.sum(dim=1).max()) if ok.numel() else 0
+        order = torch.argsort((~ok).to(torch.int8), dim=1, stable=True)[:, :width]
+        return cls(order, torch.gather(ok, 1, order))
 
-    def build(self, idx: torch.Tensor) -> _Beam:
-        """The pool entries at ``idx`` (k, T) (-1: empty slot) as a beam."""
-        w, c2, beam = self.w, self.c2, self.beam
-        ok_i = idx >= 0
-        old = idx < w
-        old_part = beam.take(torch.where(old & ok_i, idx, -1))
-        q_i = (idx - w).clamp(min=0)
-        parent = torch.div(q_i, 2 * c2, rounding_mode="floor")
-        lit = torch.div(q_i, 2, rounding_mode="floor") % c2
-        op_i = (q_i % 2).to(torch.int8)
-        par = beam.take(torch.where(~old & ok_i, parent, -1))
-        lmask = self.search.op.literal_rows(lit)
-        new_mask = torch.where(op_i.bool().unsqueeze(-1), par.mask | lmask, par.mask & lmask)
-        slot = par.length.unsqueeze(-1)  # the new literal goes after the parent's
-        new_lits = par.lits.scatter(2, slot, lit.unsqueeze(-1))
-        new_ops = par.ops.scatter(2, slot, op_i.unsqueeze(-1))
-        sel_old = old.unsqueeze(-1)
-        return _Beam(
-            lits=torch.where(sel_old, old_part.lits, new_lits),
-            ops=torch.where(sel_old, old_part.ops, new_ops),
-            length=torch.where(old, old_part.length, par.length + 1),
-            mask=torch.where(sel_old, old_part.mask, new_mask),
-            s2=torch.where(old, old_part.s2, torch.gather(self.s, 1, q_i)),
-            n1=torch.where(old, old_part.n1, torch.gather(self.n, 1, q_i)),
-            h=(torch.where(old, old_part.h, torch.gather(self.h, 1, q_i)) if self.h is not None
-               else old_part.h),
-            valid=torch.where(old, old_part.valid, par.valid) & ok_i,
-            fresh=~old,
-        )
 
-    def signature(self, idx: torch.Tensor) -> torch.Tensor:
-        """(support, rank sum, hash) of the pool entries at ``idx`` (dedupe only)."""
-        assert self.h is not None  # hashes exist with dedupe
-        w, beam = self.w, self.beam
-        old = idx < w
-        j = idx.clamp(min=0)
-        q_i = (idx - w).clamp(min=0)
-        return torch.stack([
-            torch.where(old, torch.gather(bf, 1, j.clamp(max=w - 1)), torch.gather(cf, 1, q_i))
-            for bf, cf in ((beam.n1, self.n), (beam.s2, self.s), (beam.h, self.h))], dim=-1)
+@dataclass
+class _Pool:
+    """What a step selects from, flat: the previous beam's ``k * W`` entries (position
+    ``row * W + slot``), then the kept candidates (and one empty one, so that gathers
+    never meet an empty tensor). ``key_in``, ``key_out``: the score within / outside the
+    fraction limits (-inf where excluded); ``tie``: the tie order (the beam first, then
+    parent, extension rank of the literal, AND before OR); ``sig``: (support, rank sum,
+    hash). For candidates: ``parent`` (beam slot), ``lit``, ``op`` and ``s``, ``n``,
+    ``h`` (doubled rank sum, support, support hash)."""
 
+    row: torch.Tensor
+    key_in: torch.Tensor
+    key_out: torch.Tensor
+    tie: torch.Tensor
+    sig: torch.Tensor
+    n_old: int
+    parent: torch.Tensor
+    lit: torch.Tensor
+    op: torch.Tensor
+    s: torch.Tensor
+    n: torch.Tensor
+    h: torch.Tensor
+
+
+def _pick(pool: _Pool, key: torch.Tensor, want: int, k: int, dedupe: bool,
+          exact: bool) -> torch.Tensor:
+    """Per row, the pool positions of the first ``want`` entries with a finite ``key`` in
+    the order (key descending, tie ascending); with ``dedupe`` only the first entry of each
+    signature (support, rank sum (``exact`` only), hash). (k, want) int64, -1 pads."""
+    dev = key.device
+    out = torch.full((k, want), -1, dtype=torch.int64, device=dev)
+    cand = torch.nonzero(key > _NEG_INF).squeeze(1)
+    if cand.numel() == 0:
+        return out
+    perm = torch.argsort(pool.tie[cand], stable=True)
+    perm = perm[torch.argsort(-key[cand][perm], stable=True)]
+    perm = perm[torch.argsort(pool.row[cand][perm], stable=True)]
+    cand = cand[perm]
+    r = pool.row[cand]
+    if dedupe:
+        sig = pool.sig[cand] if exact else pool.sig[cand][:, [0, 2]]
+        first = _first_of_each(torch.cat([r.unsqueeze(1).to(sig.dtype), sig], dim=1))
+        cand, r = cand[first], r[first]
+    counts = torch.bincount(r, minlength=k)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(r.numel(), device=dev) - starts[r]
+    sel = rank < want
+    out[r[sel], rank[sel]] = cand[sel]
+    return out
 
 # ----------------------------------------------------------------------------- the search
 
@@ -255,6 +281,7 @@ class _ChunkSearch:
     ls: int  # number of extension literals
     ext_rank: torch.Tensor  # (k, 2C) position in the extension order (ls: not an extension)
     ext_ok: torch.Tensor  # (k, 2C) bool: the literal extends formulas
+    ext_order: torch.Tensor  # (k, ls) the extension literals, in order
 
     def __init__(self, r2: torch.Tensor, counts: torch.Tensor, n: int, op: _ConceptOp,
                  p: SearchParams, zhash: torch.Tensor, sd: torch.Tensor | None = None):
@@ -266,21 +293,23 @@ class _ChunkSearch:
         self.lo, self.hi = p.count_limits(n)
 
     # -- scoring helpers
-    def _value(self, s2: torch.Tensor, n1: torch.Tensor) -> torch.Tensor:
-        """The search metric from sums over the support (NaN where undefined)."""
+    def _value(self, s2: torch.Tensor, n1: torch.Tensor, rows: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """The search metric from sums over the support (NaN where undefined); ``s2`` is
+        (k, ...) per unit, or flat with the unit of each entry in ``rows``."""
         n = float(self.n)
         if self.p.metric == "auroc":
             return (s2 - n1 * (n1 + 1.0)) / (2.0 * n1 * (n - n1))  # NaN where n1 is 0 or n
         # point-biserial r of the 0/1 support with the centred activations
         assert self.sd is not None  # given with metric="point_biserial"
-        sd = self.sd.view(-1, *([1] * (s2.ndim - 1)))
+        sd = self.sd[rows] if rows is not None else self.sd.view(-1, *([1] * (s2.ndim - 1)))
         r = s2 / (sd * torch.sqrt(n1 * (n - n1)))
         return torch.where((n1 > 0) & (n1 < n), r, torch.nan)
 
-    def _keys(self, s2: torch.Tensor, n1: torch.Tensor, ok: torch.Tensor | None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _keys(self, s2: torch.Tensor, n1: torch.Tensor, ok: torch.Tensor | None,
+              rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(score within the fraction limits, score outside them), -inf where excluded."""
-        auc = self._value(s2, n1)
+        auc = self._value(s2, n1, rows)
         if self.sign < 0:
             auc = auc.neg_()
         score = torch.nan_to_num_(auc, nan=_NEG_INF, posinf=_NEG_INF, neginf=_NEG_INF)
@@ -331,8 +360,8 @@ class _ChunkSearch:
         can_be_outside = self.lo > 1 or self.hi < self.n - 1
         bx = _EXPLORE_FACTOR * b if self.p.dedupe and can_be_outside else 0
         best, beam = self._first_beam(b, bx)
-        for _depth in range(2, self.p.length + 1):
-            best, beam = self._step(beam, b, bx)
+        for depth in range(2, self.p.length + 1):
+            best, beam = self._step(beam, b, bx, last=depth == self.p.length)
         return best, self.undefined
 
     def _literal_stats(self) -> None:
@@ -367,6 +396,7 @@ class _ChunkSearch:
         ext = ext[:, :ls]
         self.ls = ls
         # position of each literal in the extension order (ls where not an extension)
+        self.ext_order = ext
         self.ext_rank = torch.full((k, 2 * c), ls, dtype=torch.int64, device=dev)
         self.ext_rank.scatter_(1, ext, torch.arange(ls, device=dev).expand(k, ls))
         self.ext_ok = (self.ext_rank < ls) & def_lit  # (k, 2C)
@@ -381,66 +411,166 @@ class _ChunkSearch:
         explore = self._select(key_out, bx, pool.build, pool.signature, None)
         return best, _Beam.cat(best, explore)
 
-    def _step(self, beam: _Beam, b: int, bx: int) -> tuple[_Beam, _Beam]:
+    def _step(self, beam: _Beam, b: int, bx: int, last: bool) -> tuple[_Beam, _Beam]:
         """One depth: every fresh entry of ``beam`` (every entry without dedupe) extended by
         every extension literal with AND and OR; returns (the best ``b`` of the previous
-        beam and the candidates, the next beam: those and ``bx`` explorers)."""
-        k = self.k
-        s_c, n_c, h_c = self._candidate_stats(beam)
-        key_in, key_out = self._keys(s_c, n_c, self._candidate_ok(beam, n_c))
-        key_in, key_out = key_in.reshape(k, -1), key_out.reshape(k, -1)
-        pool = _StepPool(self, beam, s_c.reshape(k, -1), n_c.reshape(k, -1),
-                         h_c.reshape(k, -1) if h_c is not None else None)
-        del s_c, n_c, h_c
-        bkey_in, bkey_out = self._keys(beam.s2, beam.n1, beam.valid)
-        best = self._select(torch.cat([bkey_in, key_in], dim=1), b, pool.build,
-                            pool.signature, None, pool.tiepos)
-        if not bx:
-            return best, best
-        explore = self._select(torch.cat([bkey_out, key_out], dim=1), bx, pool.build,
-                               pool.signature, None, pool.tiepos)
-        return best, _Beam.cat(best, explore)
+        beam and the candidates, the next beam: those and ``bx`` explorers; at the ``last``
+        depth no explorers).
 
-    def _candidate_stats(self, beam: _Beam
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Rank sums, supports and (with dedupe) hashes of every ``entry op literal``:
-        (k, W, 2C, 2) in literal-code order, the last axis AND, OR."""
+        Only candidates whose key reaches the previous beam's ``b``-th (``bx``-th explorer)
+        key are kept by the scan: the previous entries stay in the pool, so the new ``b``-th
+        key is at least that; the selection among them is the exact, stable one."""
+        explore = bool(bx) and not last
+        old_in, old_out = self._keys(beam.s2, beam.n1, beam.valid)
+        par = _Parents.of(beam, self.p)
+        q = self._products(beam, par)
+        exact = self.p.metric == "auroc"
+        bounds = self._probe_bound(beam, par, q, old_in, old_out, b, bx if explore else 0)
+        self._beam_s2, self._beam_n1 = beam.s2, beam.n1
+        found = self._scan(q, par, bounds)
+        pool = self._pool(beam, par, q, found, old_in, old_out)
+        del q, found
+        best = self._build(beam, pool, _pick(pool, pool.key_in, b, self.k, self.p.dedupe,
+                                             exact))
+        if not explore:
+            return best, best
+        more = self._build(beam, pool, _pick(pool, pool.key_out, bx, self.k, self.p.dedupe,
+                                             exact))
+        return best, _Beam.cat(best, more)
+
+    def _products(self, beam: _Beam, par: _Parents) -> Any:
+        """The parents' masked sums ``S(b & c)``, ``n(b & c)`` (and hashes): (nw, C, P, k)."""
+        m = beam.mask.shape[2]
+        mask = torch.gather(beam.mask, 1, par.slot.unsqueeze(-1).expand(-1, -1, m))
+        mask &= par.ok.unsqueeze(-1)
+        weights = [self.r2, self.counts] + ([self.z] if self.p.dedupe else [])
+        return self.op.masked_sums_t(mask, weights)
+
+    def _probe_bound(self, beam: _Beam, par: _Parents, q: Any, old_in: torch.Tensor,
+                     old_out: torch.Tensor, b: int, bx: int
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Lower bounds (k,) on the keys the step's selections end at: the ``b``-th best
+        (and ``bx``-th explorer) key among the previous beam and the candidates of the first
+        :data:`PROBE_LITERALS` extension literals of each unit (the strongest literals,
+        so the bound is tight), selected exactly."""
+        k, c, dev = self.k, self.c, par.ok.device
+        t = min(PROBE_LITERALS, self.ls)
+        lits = self.ext_order[:, :t]  # (k, t)
+        pw = par.slot.shape[1]
+        shape = (k, t, pw, 2)
+        row = torch.arange(k, device=dev).view(k, 1, 1, 1).expand(shape)
+        lit = lits.view(k, t, 1, 1).expand(shape)
+        slot = torch.arange(pw, device=dev).view(1, 1, pw, 1).expand(shape)
+        op = torch.arange(2, device=dev).view(1, 1, 1, 2).expand(shape)
+        keep = par.ok.view(k, 1, pw, 1).expand(shape)
+        kind = (lit >= c).to(torch.int64) + 2 * op
+        probe = Found(kind[keep], (lit % c)[keep], slot[keep], row[keep])
+        pool = self._pool(beam, par, q, probe, old_in, old_out)
+        exact = self.p.metric == "auroc"
+        rows = torch.arange(k, device=dev)
+
+        def last_key(key: torch.Tensor, want: int) -> torch.Tensor:
+            sel = _pick(pool, key, want, k, self.p.dedupe, exact)[:, want - 1]
+            return torch.where(sel >= 0, key[sel.clamp(min=0)], _NEG_INF)
+
+        bound_in = torch.maximum(last_key(pool.key_in, b), old_in[rows, b - 1])
+        if not bx:
+            return bound_in, None
+        return bound_in, torch.maximum(last_key(pool.key_out, bx), old_out[rows, b + bx - 1])
+
+    def _scan(self, q: Any, par: _Parents,
+              bounds: tuple[torch.Tensor, torch.Tensor | None]) -> Found:
+        """The candidates whose key reaches its bound (k,) (see :mod:`invert.engine.scan`)."""
+        c = self.c
+        nan = torch.tensor(math.nan, dtype=torch.float64, device=par.ok.device)
+        sb = torch.where(par.ok, torch.gather(self._beam_s2, 1, par.slot), nan)
+        nb = torch.where(par.ok, torch.gather(self._beam_n1, 1, par.slot), nan)
+        scale = 2.0 if self.p.metric == "auroc" else 1.0  # scan keys: twice the AUROC
+        conv = (lambda t: t.numpy()) if isinstance(q, np.ndarray) else (lambda t: t)
+        thr_in, thr_out = bounds
+        inp = ScanInputs(
+            q=q, sb=conv(sb.T.contiguous()), nb=conv(nb.T.contiguous()),
+            s_pos=conv(self.s_lit[:, :c].T.contiguous()),
+            s_neg=conv(self.s_lit[:, c:].T.contiguous()), n_pos=conv(self.n_lit[0, :c]),
+            n_neg=conv(self.n_lit[0, c:]), thr_in=conv(scale * thr_in),
+            thr_out=conv(scale * thr_out) if thr_out is not None else None,
+            lo=self.lo, hi=self.hi, n=self.n, negative=self.sign < 0,
+            dedupe=self.p.dedupe, sd=conv(self.sd) if self.sd is not None else None)
+        return scan(inp)
+
+    def _pool(self, beam: _Beam, par: _Parents, q: Any, f: Found, old_in: torch.Tensor,
+              old_out: torch.Tensor) -> _Pool:
+        """The previous beam and the kept candidates ``f`` with their exact sums, supports,
+        hashes, keys and tie order (the operations of the reference order: see
+        :mod:`invert.engine.scan`)."""
         k, c = self.k, self.c
         w = beam.mask.shape[1]
-        c2 = 2 * c
-        weights = [self.r2, self.counts] + ([self.z] if self.p.dedupe else [])
-        q = self.op.masked_sums(beam.mask, weights)  # (2 or 3, k, W, C)
-        sa, na = q[0], q[1]
-        sb, nb = beam.s2.unsqueeze(2), beam.n1.unsqueeze(2)  # (k, W, 1)
-        s_c = torch.empty((k, w, c2, 2), dtype=torch.float64, device=sa.device)
-        n_c = torch.empty_like(s_c)
-        s_c[:, :, :c, 0] = sa
-        torch.sub(sb, sa, out=s_c[:, :, c:, 0])
-        n_c[:, :, :c, 0] = na
-        torch.sub(nb, na, out=n_c[:, :, c:, 0])
-        del sa, na
-        sl, nl = self.s_lit.unsqueeze(1), self.n_lit.unsqueeze(1)  # (k, 1, 2C)
-        torch.sub(sb + sl, s_c[..., 0], out=s_c[..., 1])
-        torch.sub(nb + nl, n_c[..., 0], out=n_c[..., 1])
-        h_c = None
-        if self.p.dedupe:
-            ha, hb = q[2], beam.h.unsqueeze(2)
-            h_c = torch.empty_like(s_c)
-            h_c[:, :, :c, 0] = ha
-            torch.sub(hb, ha, out=h_c[:, :, c:, 0])
-            torch.sub(hb + self.h_lit.unsqueeze(1), h_c[..., 0], out=h_c[..., 1])
-        return s_c, n_c, h_c
+        dev = old_in.device
+        slot = par.slot[f.row, f.slot]
+        neg = (f.kind == 1) | (f.kind == 3)
+        op = f.kind >= 2
+        lit = f.concept + c * neg
+        if isinstance(q, np.ndarray):
+            qa = torch.from_numpy(q[:, f.concept.numpy(), f.slot.numpy(), f.row.numpy()])
+        else:
+            qa = q[:, f.concept, f.slot, f.row]
+        row = f.row
 
-    def _candidate_ok(self, beam: _Beam, n_c: torch.Tensor) -> torch.Tensor:
-        """Which candidates may enter (k, W, 2C, 2): their parent is extended (valid,
-        shorter than ``length``, fresh with dedupe), their literal is an extension, and with
-        dedupe they are new formulas (``b & l``, ``b | l`` equal to neither ``b`` nor ``l``)."""
-        k, w, c2 = self.k, beam.mask.shape[1], 2 * self.c
-        parent_ok = beam.valid & (beam.length < self.p.length)
-        if self.p.dedupe:
-            parent_ok &= beam.fresh
-        ok = parent_ok.view(k, w, 1, 1) & self.ext_ok.view(k, 1, c2, 1)
-        if self.p.dedupe:
-            nb, nl = beam.n1.unsqueeze(2), self.n_lit.unsqueeze(1)
-            ok = ok & (n_c != nb.unsqueeze(3)) & (n_c != nl.unsqueeze(3))
-        return ok
+        def combine(a: torch.Tensor, ab: torch.Tensor, al: torch.Tensor) -> torch.Tensor:
+            pb = ab[row, slot]  # the parent's
+            a_and = torch.where(neg, pb - a, a)  # b & c, b & ~c
+            return torch.where(op, (pb + al[row, lit]) - a_and, a_and)
+
+        s = combine(qa[0], beam.s2, self.s_lit)
+        n = combine(qa[1], beam.n1, self.n_lit)
+        h = combine(qa[2], beam.h, self.h_lit) if self.p.dedupe else torch.zeros_like(n)
+        ok = self.ext_ok[row, lit]
+        if self.p.dedupe:  # new formulas only: b & l, b | l equal to neither b nor l
+            ok &= (n != beam.n1[row, slot]) & (n != self.n_lit[row, lit])
+        key_in, key_out = self._keys(s, n, ok, row)
+        tie = w + (slot * self.ls + self.ext_rank[row, lit]) * 2 + op.to(torch.int64)
+        one = torch.zeros(1, dtype=torch.int64, device=dev)
+        inf1 = torch.full((1,), _NEG_INF, dtype=torch.float64, device=dev)
+        zero1 = torch.zeros(1, dtype=torch.float64, device=dev)
+        rows_old = torch.arange(k, device=dev).repeat_interleave(w)
+        slots_old = torch.arange(w, device=dev).repeat(k)
+        return _Pool(
+            row=torch.cat([rows_old, row, one]),
+            key_in=torch.cat([old_in.reshape(-1), key_in, inf1]),
+            key_out=torch.cat([old_out.reshape(-1), key_out, inf1]),
+            tie=torch.cat([slots_old, tie, one]),
+            sig=torch.cat([beam.signature().reshape(-1, 3), torch.stack([n, s, h], dim=1),
+                           torch.zeros((1, 3), dtype=torch.float64, device=dev)]),
+            n_old=k * w,
+            parent=torch.cat([slot, one]), lit=torch.cat([lit, one]),
+            op=torch.cat([op.to(torch.int8), one.to(torch.int8)]),
+            s=torch.cat([s, zero1]), n=torch.cat([n, zero1]), h=torch.cat([h, zero1]),
+        )
+
+    def _build(self, beam: _Beam, pool: _Pool, idx: torch.Tensor) -> _Beam:
+        """The pool entries at ``idx`` (k, T) (-1: empty slot) as a beam."""
+        w = beam.mask.shape[1]
+        ok_i = idx >= 0
+        old = ok_i & (idx < pool.n_old)
+        rows = torch.arange(idx.shape[0], device=idx.device).unsqueeze(1)
+        old_part = beam.take(torch.where(old, idx - rows * w, -1))
+        j = torch.where(ok_i & ~old, idx - pool.n_old, pool.parent.numel() - 1)
+        par = beam.take(torch.where(ok_i & ~old, pool.parent[j], -1))
+        lit, op_i = pool.lit[j], pool.op[j]
+        lmask = self.op.literal_rows(lit)
+        new_mask = torch.where(op_i.bool().unsqueeze(-1), par.mask | lmask, par.mask & lmask)
+        slot = par.length.unsqueeze(-1)  # the new literal goes after the parent's
+        new_lits = par.lits.scatter(2, slot, lit.unsqueeze(-1))
+        new_ops = par.ops.scatter(2, slot, op_i.unsqueeze(-1))
+        sel_old = old.unsqueeze(-1)
+        return _Beam(
+            lits=torch.where(sel_old, old_part.lits, new_lits),
+            ops=torch.where(sel_old, old_part.ops, new_ops),
+            length=torch.where(old, old_part.length, par.length + 1),
+            mask=torch.where(sel_old, old_part.mask, new_mask),
+            s2=torch.where(old, old_part.s2, pool.s[j]),
+            n1=torch.where(old, old_part.n1, pool.n[j]),
+            h=torch.where(old, old_part.h, pool.h[j]),
+            valid=torch.where(old, old_part.valid, par.valid) & ok_i,
+            fresh=ok_i & ~old,
+        )

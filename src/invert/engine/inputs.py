@@ -139,11 +139,15 @@ class _Activations:
         self.data = source.array if isinstance(source, InMemory) else None
         self.shape = source.shape
 
-    def block(self, sl: slice) -> np.ndarray:
-        """Columns ``sl`` as a numpy array (float, C-contiguous)."""
+    def block(self, sl: slice, exact: bool = False) -> np.ndarray:
+        """Columns ``sl`` as a C-contiguous numpy array of floats; with ``exact``, integer
+        values keep their integer dtype (int64 above 2**53 stays exact) and float16 is
+        widened to float32."""
         start, stop, _ = sl.indices(self.shape[1])
         b = self.source.read(start, stop)
-        if not np.issubdtype(b.dtype, np.floating):
+        if b.dtype == np.float16 or b.dtype == np.bool_:
+            b = b.astype(np.float32)
+        elif not np.issubdtype(b.dtype, np.floating) and not exact:
             b = b.astype(np.float64)
         return np.ascontiguousarray(b)
 

@@ -30,6 +30,9 @@ SEARCH_DEFAULTS: dict[str, Any] = {
 _EXPLORE_FACTOR = 1
 #: Units per chunk (ranked and searched together) and per search block, at most.
 _MAX_UNITS = 4096
+#: Units per search block on CPU, at most, and the bytes of their masked sums.
+_CPU_BLOCK_UNITS = 64
+_CPU_BLOCK_SUMS = 32 << 20
 
 
 def check_search_params(params: dict[str, Any], n_concepts: int | None) -> dict[str, Any]:
@@ -104,15 +107,24 @@ class SearchParams:
         return max(1, min(_MAX_UNITS, budget // max(1, per_unit)))
 
     def search_block(self, m: int, c: int, budget: int, device: torch.device) -> int:
-        """Units searched at once. On CPU, candidate arrays of about 8 MB stay in cache; on
-        a GPU, blocks are as large as the memory budget allows (fewer, larger kernels). The
-        masked rank sums over patterns take at most an eighth of the budget."""
-        w = self.width
-        per_unit_candidates = 8 * w * 4 * c
-        per_unit_patterns = 8 * 4 * w * m
-        cache = (8 << 20) if device.type == "cpu" else budget // 16
-        return max(1, min(_MAX_UNITS, cache // per_unit_candidates,
-                          (budget // 8) // per_unit_patterns))
+        """Units searched at once: on CPU at most :data:`_CPU_BLOCK_UNITS`, with their
+        masked sums (C x entries, float64) within :data:`_CPU_BLOCK_SUMS` bytes (the scan
+        reads them in cache-sized slices); on a GPU as many as a quarter of the budget
+        holds (fewer, larger kernels). The block's sums, products and masks take at most a
+        quarter of the budget."""
+        per_unit = self.block_bytes_per_unit(m, c)
+        if device.type == "cpu":
+            nw = 3 if self.dedupe else 2
+            cap = min(_CPU_BLOCK_UNITS, _CPU_BLOCK_SUMS // max(1, 8 * nw * self.width * c))
+        else:
+            cap = _MAX_UNITS
+        return max(1, min(cap, (budget // 4) // per_unit))
+
+    def block_bytes_per_unit(self, m: int, c: int) -> int:
+        """Working memory of one unit in a search block: masked sums over concepts, the
+        masked weights over patterns, and the beam's bool masks over patterns."""
+        w, nw = self.width, 3 if self.dedupe else 2
+        return 8 * nw * w * c + 8 * nw * w * m + 6 * w * m
 
 
 def _count_limits(n: int, lo: float, hi: float) -> tuple[float, float]:

@@ -108,25 +108,42 @@ class _ConceptOp:
         return self.pt @ x
 
     def masked_sums(self, mask: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
-        """``sum_m mask[k, w, m] * weight[m, k] * P[m, c]`` for each weight: (len, k, W, C).
+        """``sum_m mask[k, w, m] * weight[m, k] * P[m, c]`` for each weight: (len, k, W, C)
+        (a view of :meth:`masked_sums_t`)."""
+        q = self.masked_sums_t(mask, weights)
+        return (torch.from_numpy(q) if isinstance(q, np.ndarray) else q).permute(0, 3, 2, 1)
+
+    def masked_sums_t(self, mask: torch.Tensor, weights: list[torch.Tensor]) -> Any:
+        """``sum_m mask[k, w, m] * weight[m, k] * P[m, c]`` for each weight, as
+        (len(weights), C, W, k): the unit axis innermost, for the scan. A numpy array on the
+        scipy path (CPU), else a tensor.
 
         ``weights`` are (M, k) (per unit) or (M,) vectors over patterns. With many patterns on
         CPU the masked weights are a sparse matrix (beam supports are small), so the product
-        is sparse x sparse; otherwise it is one dense (or dense x sparse) product."""
+        is sparse x sparse; otherwise it is one dense (or sparse x dense) product. Sums run
+        over patterns in ascending order on the scipy paths."""
         k, w, m = mask.shape
         nw = len(weights)
         if self._scipy_p is not None and m > 4096:
             return self._sparse_masked_sums(mask, weights)
+        if self._scipy is not None:
+            mk = mask.numpy().transpose(2, 1, 0)  # (M, W, k)
+            xt = np.empty((m, w, k), dtype=np.float64)
+            out = np.empty((nw, self.c, w, k), dtype=np.float64)
+            for i, wt in enumerate(weights):
+                wn = wt.numpy()
+                np.multiply(mk, wn[:, None, :] if wn.ndim == 2 else wn[:, None, None], out=xt)
+                out[i] = np.asarray(self._scipy @ xt.reshape(m, -1)).reshape(self.c, w, k)
+            return out
         maskf = mask.to(torch.float64)
-        parts = [maskf * (wt.T.unsqueeze(1) if wt.ndim == 2 else wt.view(1, 1, -1))
-                 for wt in weights]
-        x = torch.cat([part.reshape(k * w, m) for part in parts], dim=0)
-        del maskf, parts
-        return self.tsum(x.T).T.reshape(nw, k, w, self.c)
+        x = torch.cat([(maskf * (wt.T.unsqueeze(1) if wt.ndim == 2 else wt.view(1, 1, -1)))
+                       .reshape(k * w, m) for wt in weights], dim=0)  # (nw k W, M)
+        del maskf
+        return (self.pt @ x.T).reshape(self.c, nw, k, w).permute(1, 0, 3, 2).contiguous()
 
     def _sparse_masked_sums(self, mask: torch.Tensor, weights: list[torch.Tensor]
-                            ) -> torch.Tensor:
-        """:meth:`masked_sums` as scipy sparse x sparse products (CPU, many patterns)."""
+                            ) -> np.ndarray:
+        """:meth:`masked_sums_t` as scipy sparse x sparse products (CPU, many patterns)."""
         k, w, m = mask.shape
         nw = len(weights)
         # masks denser than half are summed over their complement:
@@ -134,19 +151,20 @@ class _ConceptOp:
         mk = mask.numpy()
         flip = mk.mean(axis=2) > 0.5  # (k, W)
         kk, ww, mm = np.nonzero(mk ^ flip[:, :, None])
-        rows = kk * w + ww
-        vals = [(wt.numpy()[mm, kk] if wt.ndim == 2 else wt.numpy()[mm]) for wt in weights]
-        x = sp.csr_matrix(
-            (np.concatenate(vals),
-             (np.concatenate([rows + i * k * w for i in range(nw)]), np.tile(mm, nw))),
-            shape=(nw * k * w, m))
-        q = (x @ self._scipy_p).toarray().reshape(nw, k, w, self.c)
-        if flip.any():
-            for i, wt in enumerate(weights):
-                total = np.asarray(self._scipy @ wt.numpy().reshape(m, -1)).T  # (k|1, C)
-                fk, fw = np.nonzero(flip)
-                q[i, fk, fw] = total[fk if total.shape[0] > 1 else 0] - q[i, fk, fw]
-        return torch.from_numpy(q)
+        cols = ww * k + kk
+        out = np.empty((nw, self.c, w, k), dtype=np.float64)
+        fk, fw = np.nonzero(flip)
+        for i, wt in enumerate(weights):
+            wn = wt.numpy()
+            xt = sp.csr_matrix((wn[mm, kk] if wn.ndim == 2 else wn[mm], (mm, cols)),
+                               shape=(m, w * k))
+            q = (self._scipy @ xt).toarray().reshape(self.c, w, k)
+            if fk.size:
+                total = np.asarray(self._scipy @ wn.reshape(m, -1))  # (C, k|1)
+                tot = total[:, fk] if total.shape[1] > 1 else total[:, :1]
+                q[:, fw, fk] = tot - q[:, fw, fk]
+            out[i] = q
+        return out
 
     def literal_rows(self, lit: torch.Tensor) -> torch.Tensor:
         """Bool masks over patterns of literal codes ``lit`` (any shape): (..., M)."""

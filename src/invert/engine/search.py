@@ -24,15 +24,24 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from scipy import stats as sps
 
-from .._validate import bad, check_bool, check_choice, check_interval, check_memory_budget
+from .._validate import (
+    bad,
+    check_bool,
+    check_choice,
+    check_int,
+    check_interval,
+    check_memory_budget,
+)
 from .beam import _Beam, _ChunkSearch
 from .certify import (
     Length3Certificate,
@@ -53,6 +62,7 @@ from .stats import (
     pattern_ranksums,
     pattern_ranksums_torch,
 )
+from .threads import default_threads, ordered_map, torch_threads
 
 __all__ = ["explain", "SEARCH_PARAMS", "check_search_params", "check_certify_params",
            "CERTIFIED_METRICS", "DEFAULT_TIME_BUDGET"]
@@ -87,6 +97,7 @@ def explain(
     kernel: Kernel = "auto",
     optimal: bool = False,
     time_budget: float = DEFAULT_TIME_BUDGET,
+    threads: int | None = None,
 ) -> ExplanationResult:
     """Explain every unit of a layer with logical formulas over concepts (INVERT).
 
@@ -149,6 +160,12 @@ def explain(
         Seconds for the length-3 branch-and-bound of all units together (shared out over
         the blocks of units; ``inf``: no limit). Units not reached keep their ceiling as
         their bound.
+    threads : int, optional
+        Worker threads, each searching its own blocks of units with one torch thread
+        (``torch.set_num_threads(1)`` during the call; the caller's setting is restored).
+        Default: the CPUs available to the process, at most 4 (1 on a GPU). Independent
+        blocks keep a busy machine from stalling the search (see
+        :mod:`invert.engine.threads`); results do not depend on it.
 
     Returns
     -------
@@ -216,14 +233,20 @@ def explain(
     optimal, time_budget = check_certify_params(optimal, time_budget, p)
     budget = check_memory_budget("memory_budget", memory_budget)
     kernel = check_choice("kernel", kernel, ("auto", "torch"))
+    if progress is not None and not callable(progress):
+        raise bad("progress", "a callable progress(units_done, n_units) or None", progress)
+    if threads is not None:
+        threads = check_int("threads", threads, minimum=1)
     acts, ids = _activations_and_ids(activations, unit_ids)
     y, names = as_labels(concepts, acts.shape[0])
     p = SearchParams.from_kwargs(y.shape[1], **(p.as_dict() | {"limit_search": limit_search}))
     dev = resolve_device(device, acts)
+    workers = default_threads(dev) if threads is None else threads
     layer = _Layer.prepare(y, p, dev, budget, torch_path=dev.type != "cpu" or kernel == "torch",
-                           optimal=optimal)
+                           optimal=optimal, threads=workers)
     clock = _Clock(time_budget, acts.shape[1])
-    units, undefined = _search_units(acts, layer, names, ids, progress, clock)
+    with torch_threads(1):
+        units, undefined = _search_units(acts, layer, names, ids, progress, clock)
     und_names = [names[i] if names else str(i) for i in np.flatnonzero(undefined)]
     if und_names:
         log.info("%d concepts are all-zero or all-one and were not used: %s",
@@ -286,15 +309,16 @@ class _Layer:
     inverse: torch.Tensor  # (N,) pattern of each sample, on the device
     counts: torch.Tensor  # (M,) float64 samples per pattern, on the device
     zhash: torch.Tensor  # (M,) support-hash weights, on the device
-    chunk: int  # units ranked at once
-    block: int  # units searched at once
+    chunk: int  # units read at once
+    block: int  # units ranked and searched at once (by one worker)
+    threads: int  # workers
     optimal: bool = False  # prove the answers (engine.certify)
     voc: PatternVocabulary | None = None  # the patterns prepared for the proofs
     _columns: LabelColumns | None = None  # the patterns' concept columns (built when needed)
 
     @classmethod
     def prepare(cls, y: Any, p: SearchParams, dev: torch.device, budget: int,
-                torch_path: bool, optimal: bool = False) -> _Layer:
+                torch_path: bool, optimal: bool = False, threads: int = 1) -> _Layer:
         """Collapse the labels ``y`` (N, C) into patterns and size the chunks."""
         n, c = y.shape
         pats = _collapse(y)
@@ -310,7 +334,7 @@ class _Layer:
             zhash=_support_hash(m, dev),
             chunk=p.chunk_units(n, m, c, budget),
             block=p.search_block(m, c, budget, dev),
-            optimal=optimal, voc=voc,
+            threads=threads, optimal=optimal, voc=voc,
         )
 
     @property
@@ -342,20 +366,24 @@ class _Layer:
 
 class _Clock:
     """The time budget of the length-3 branch-and-bound, shared out over blocks of units:
-    each block gets the time left in proportion to its units (unused time carries on)."""
+    each block gets the time left in proportion to its units (unused time carries on).
+    Shared by the worker threads: a lock guards the counters."""
 
     def __init__(self, budget: float, n_units: int):
         self.left = budget
         self.units_left = n_units
+        self._lock = threading.Lock()
 
     def share(self, k: int) -> float:
         """Seconds for the next block of ``k`` units (a token amount once spent: the
         ceilings still certify what they can)."""
-        return max(1e-6, self.left * k / max(1, self.units_left))
+        with self._lock:
+            return max(1e-6, self.left * k / max(1, self.units_left))
 
     def spend(self, seconds: float, k: int) -> None:
-        self.left -= seconds
-        self.units_left -= k
+        with self._lock:
+            self.left -= seconds
+            self.units_left -= k
 
 
 @dataclass
@@ -536,27 +564,38 @@ def _put_first(layer: _Layer, found: _Found, i: int, cert: Length3Certificate, j
 def _search_units(acts: _Activations, layer: _Layer, names: list[str] | None,
                   unit_ids: list[Any] | None, progress: Callable[[int, int], Any] | None,
                   clock: _Clock) -> tuple[list[UnitExplanations], np.ndarray]:
-    """Search every unit, a chunk of units in memory at a time, a block at a time: (the
-    explanations of each unit, the undefined concepts as a (C,) bool array)."""
+    """Search every unit, a chunk of units in memory at a time, a block at a time on
+    ``layer.threads`` workers (each block ranked, searched, certified and turned into
+    results on its own): (the explanations of each unit, the undefined concepts as a (C,)
+    bool array)."""
     k_units = acts.shape[1]
     units: list[UnitExplanations] = []
     undefined = np.zeros(layer.c, dtype=bool)
     for start in range(0, k_units, layer.chunk):
-        block = acts.block(slice(start, min(k_units, start + layer.chunk)))
-        sums = _chunk_sums(layer, block)
-        inputs = sums.certify_inputs()
-        ceil = _chunk_ceiling(layer, inputs, sums.tie)
-        kc = sums.pr2.shape[1]
-        for s0 in range(0, kc, layer.block):  # cache-sized blocks of units for the search
-            s1 = min(kc, s0 + layer.block)
-            found, und = _find_block(layer, sums, inputs, s0, s1, clock)
+        block = acts.block(slice(start, min(k_units, start + layer.chunk)), exact=True)
+        one = partial(_unit_block, layer, block, start, names, unit_ids, clock)
+        for found, und in ordered_map(one, range(0, block.shape[1], layer.block),
+                                      layer.threads):
+            units.extend(found)
             undefined |= und
-            units.extend(_to_units(found, sums.tie[s0:s1], layer, start + s0, names,
-                                   unit_ids, block[:, s0:s1], ceil[s0:s1]))
             if progress is not None:
                 progress(len(units), k_units)
-        del block, sums, inputs
+        del block, one
     return units, undefined
+
+
+def _unit_block(layer: _Layer, block: np.ndarray, start: int, names: list[str] | None,
+                unit_ids: list[Any] | None, clock: _Clock, s0: int
+                ) -> tuple[list[UnitExplanations], np.ndarray]:
+    """One worker's job: units ``s0 : s0 + layer.block`` of the chunk ``block`` (whose first
+    unit is ``start``) ranked, searched (and certified), and turned into results; also the
+    undefined concepts."""
+    cols = block[:, s0:min(block.shape[1], s0 + layer.block)]
+    sums = _chunk_sums(layer, cols)
+    inputs = sums.certify_inputs()
+    ceil = _chunk_ceiling(layer, inputs, sums.tie)
+    found, und = _find_block(layer, sums, inputs, 0, cols.shape[1], clock)
+    return (_to_units(found, sums.tie, layer, start + s0, names, unit_ids, cols, ceil), und)
 
 
 def _chunk_ceiling(layer: _Layer, inputs: tuple[np.ndarray, np.ndarray | None, np.ndarray],
@@ -603,6 +642,7 @@ def _to_units(found: _Found, tie: np.ndarray, layer: _Layer, start: int,
     with np.errstate(all="ignore"):
         pv, lp = mannwhitney_pvalues(found.s2, found.n1, n, tie[:, None])
     out = []
+    name_tuple = tuple(names) if names is not None else None  # shared by every formula
     for i in range(found.lits.shape[0]):
         unit = start + i
         uid = unit_ids[unit] if unit_ids is not None else unit
@@ -623,7 +663,7 @@ def _to_units(found: _Found, tie: np.ndarray, layer: _Layer, start: int,
                 mask = layer.pattern_mask(found.lits[i, j], found.ops[i, j])
                 p_val, l_p = _exact_pvalue(mask, layer.pats.inverse, block[:, i], l_p)
             items.append(Explanation(
-                formula=chain(literals, opstr, names), auroc=float(auc[i, j]),
+                formula=chain(literals, opstr, name_tuple), auroc=float(auc[i, j]),
                 fraction=nn1 / n, support=nn1, length=ln, p_value=p_val, log10_p_value=l_p,
                 unit=unit, rank=len(items),
                 extras={} if found.values is None else {p.metric: float(found.values[i, j])}))

@@ -148,44 +148,139 @@ def mannwhitney_pvalues(
     return p, log10_p
 
 
-def _as_float32_exact(values: np.ndarray) -> np.ndarray | None:
-    """``values`` as float32 if that loses nothing (order and ties kept), else None."""
-    if values.dtype == np.float32:
-        return values
-    if values.dtype in (np.float16, np.int8, np.uint8, np.int16, np.uint16, np.bool_):
-        return values.astype(np.float32)
-    v32 = values.astype(np.float32)
-    if np.array_equal(v32.astype(values.dtype), values):
-        return v32
-    return None
+#: Bytes of ranking keys per block of units (a block's arrays stay in the CPU caches).
+_RANK_BLOCK_BYTES = 12 << 20
+#: Low mantissa bits of a float64 that are zero for every float32 value: room for the
+#: pattern id beside the value in one sort key.
+_SPARE_BITS = 29
+_EXACT_IN_F32 = (np.float16, np.float32, np.int8, np.uint8, np.int16, np.uint16, np.bool_)
 
 
-def _sorted_order_f32(at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Argsort of each row of a float32 (K, N) array by one sort of packed uint64 keys
-    (order-preserving value bits, then the sample index); returns (order, sorted keys)."""
-    k, n = at.shape
-    u = (at + np.float32(0.0)).view(np.uint32)  # + 0.0 turns -0.0 into +0.0
-    flip = (u >> np.uint32(31)) * np.uint32(0x7FFFFFFF) | np.uint32(0x80000000)
-    bits = max(1, (n - 1).bit_length())
-    key = ((u ^ flip).astype(np.uint64) << np.uint64(bits)) | np.arange(n, dtype=np.uint64)
-    key.sort(axis=1)
-    order = (key & np.uint64((1 << bits) - 1)).astype(np.int64)
-    return order, key >> np.uint64(bits)
+def _float32_exact(values: np.ndarray) -> bool:
+    """Whether every value of ``values`` is a float32 number (so a float64 key made from it
+    has :data:`_SPARE_BITS` zero low bits)."""
+    if values.dtype.type in _EXACT_IN_F32:
+        return True
+    if values.size == 0:
+        return True
+    if np.issubdtype(values.dtype, np.integer):  # exact in float32 up to 2**24
+        return bool(values.min() >= -(1 << 24) and values.max() <= (1 << 24))
+    if values.dtype != np.float64:
+        return False  # longdouble
+    return bool(np.array_equal(values.astype(np.float32), values))
+
+
+def _transpose_into(out: np.ndarray, vals: np.ndarray, rows: int = 512) -> None:
+    """``out[...] = vals.T`` (converting), a band of ``rows`` samples at a time: a copy that
+    reads the (N, k) source in cache-sized tiles instead of column by column."""
+    for s in range(0, vals.shape[0], rows):
+        out[:, s:s + rows] = vals[s:s + rows].T
+
+
+class _Ranker:
+    """Ranks blocks of units of one chunk and sums the doubled mid-ranks over patterns,
+    reusing its buffers (sized for ``block`` units of ``n`` samples)."""
+
+    def __init__(self, n: int, inverse: np.ndarray, n_patterns: int, block: int):
+        self.n, self.m, self.block = n, n_patterns, block
+        self.bits = max(1, (n_patterns - 1).bit_length())
+        self.pid = inverse.astype(np.uint64) if self.bits <= _SPARE_BITS else None
+        self.inverse = inverse.astype(np.int64, copy=False)
+        self.key = np.empty((block, n), dtype=np.float64)
+        self.hi = np.empty((block, n), dtype=np.uint64)
+        self.r2 = np.empty((block, n), dtype=np.float64)
+        self.r2[...] = 2.0 * np.arange(n, dtype=np.float64) + 2.0  # ranks without ties
+        self.offsets = (np.arange(block, dtype=np.int64) * n_patterns)[:, None]
+
+    def sums(self, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(per-pattern doubled rank sums (M, k), tie terms (k,)) of ``vals`` (N, k)."""
+        k = vals.shape[1]
+        if self.pid is not None and _float32_exact(vals):
+            groups, eq = self._packed(vals)
+        else:
+            groups, eq = self._sorted(vals)
+        r2 = self.r2[:k]
+        rows, pos, mid, ties = _tie_groups(eq, k)
+        del eq
+        r2[rows, pos] = mid  # tied positions get their group's mid-rank
+        groups += self.offsets[:k]
+        flat = np.bincount(groups.ravel(), weights=r2.ravel(), minlength=k * self.m)
+        r2[rows, pos] = 2.0 * pos + 2.0  # the buffer holds plain ranks again
+        return flat.reshape(k, self.m).T, ties
+
+    def _packed(self, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sort float64 keys carrying the pattern id in their low mantissa bits: (pattern
+        of each sorted position (k, N) int64, equal-to-previous (k, N - 1))."""
+        k, bits = vals.shape[1], self.bits
+        assert self.pid is not None  # packable: the pattern ids fit the spare bits
+        key = self.key[:k]
+        _transpose_into(key, vals)
+        key += 0.0  # -0.0 becomes +0.0: equal values get equal high bits
+        kv = key.view(np.uint64)
+        kv |= self.pid
+        key.sort(axis=1)
+        hi = np.right_shift(kv, np.uint64(bits), out=self.hi[:k])
+        eq = hi[:, 1:] == hi[:, :-1]
+        kv &= np.uint64((1 << bits) - 1)
+        return kv.view(np.int64), eq
+
+    def _sorted(self, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_packed` for any real dtype (float64, int64, uint64 compared exactly) by
+        an argsort and a gather."""
+        at = np.ascontiguousarray(vals.T)
+        order = np.argsort(at, axis=1)
+        sv = np.take_along_axis(at, order, axis=1)
+        eq = sv[:, 1:] == sv[:, :-1]
+        del sv
+        return self.inverse[order], eq
+
+
+def _tie_groups(eq: np.ndarray, k: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The tied sorted positions of ``k`` units from ``eq`` (k, N - 1) (position ``j + 1``
+    holds the value of position ``j``): (rows, positions, their doubled mid-rank
+    ``first + last + 2``, each unit's tie term ``sum (t**3 - t)``). Work in the number of
+    tied positions only."""
+    ties = np.zeros(k, dtype=np.float64)
+    width = eq.shape[1]
+    pair = np.flatnonzero(eq)  # tied neighbour pairs (row * width + j)
+    if pair.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.float64), ties
+    row, j = np.divmod(pair, width)
+    new = np.ones(pair.size, dtype=bool)  # a run of tied pairs (one tie group) starts
+    new[1:] = pair[1:] != pair[:-1] + 1
+    new[1:] |= row[1:] != row[:-1]
+    group = np.cumsum(new) - 1
+    first = j[new]  # first position of each group
+    ends = np.flatnonzero(np.append(new[1:], True))  # last pair of each group
+    last = j[ends] + 1
+    size = (last - first + 1).astype(np.float64)
+    np.add.at(ties, row[new], size**3 - size)
+    mid = (first + last + 2).astype(np.float64)[group]
+    rows = np.concatenate([row, row])
+    pos = np.concatenate([j, j + 1])
+    return rows, pos, np.concatenate([mid, mid]), ties
 
 
 def pattern_ranksums(values: np.ndarray, inverse: np.ndarray, n_patterns: int,
-                     block: int = 64) -> tuple[np.ndarray, np.ndarray]:
+                     block: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Doubled mid-rank sums of each unit over groups of samples, and tie terms (CPU).
+
+    Ranks come from the values as given: float64 and integers (int64 above 2**53 too) are
+    compared exactly. Float32-exact values are sorted as float64 keys that carry the
+    sample's group in their spare low mantissa bits (one sort, no gather).
 
     Parameters
     ----------
     values : numpy.ndarray, shape (N, K)
-        Finite activations.
+        Finite real activations (any real dtype).
     inverse : numpy.ndarray of int, shape (N,)
         Group (label pattern) of each sample, in ``[0, n_patterns)``.
     n_patterns : int
-    block : int
-        Units ranked at once (bounds the working memory to about ``40 * N * block`` bytes).
+    block : int, optional
+        Units ranked at once (default: about 12 MiB of keys; the working memory is about
+        ``33 * N * block`` bytes).
 
     Returns
     -------
@@ -196,36 +291,12 @@ def pattern_ranksums(values: np.ndarray, inverse: np.ndarray, n_patterns: int,
     n, k = values.shape
     out = np.empty((n_patterns, k), dtype=np.float64)
     ties = np.empty(k, dtype=np.float64)
-    f32 = _as_float32_exact(values)
-    pos = np.arange(n, dtype=np.int64)
-    for s in range(0, k, block):
-        e = min(k, s + block)
-        if f32 is not None:
-            order, sv = _sorted_order_f32(np.ascontiguousarray(f32[:, s:e].T))
-        else:
-            at = np.ascontiguousarray(values[:, s:e].T, dtype=np.float64) + 0.0
-            order = np.argsort(at, axis=1, kind="stable")
-            sv = np.take_along_axis(at, order, axis=1)
-        starts = np.ones(sv.shape, dtype=bool)
-        starts[:, 1:] = sv[:, 1:] != sv[:, :-1]
-        del sv
-        r2 = np.broadcast_to(2.0 * pos + 2.0, starts.shape).copy()
-        ties[s:e] = 0.0
-        tied = np.flatnonzero(~starts.all(axis=1))
-        if tied.size:  # mid-ranks only where a unit has ties
-            st = starts[tied]
-            first = np.maximum.accumulate(np.where(st, pos, 0), axis=1)
-            en = np.ones_like(st)
-            en[:, :-1] = st[:, 1:]
-            last = np.minimum.accumulate(np.where(en, pos, n - 1)[:, ::-1], axis=1)[:, ::-1]
-            size = last - first + 1
-            ties[s + tied] = (size * size - 1).sum(axis=1)
-            r2[tied] = first + last + 2
-            del st, en, first, last, size
-        del starts
-        groups = inverse[order] + (np.arange(e - s, dtype=np.int64) * n_patterns)[:, None]
-        sums = np.bincount(groups.ravel(), weights=r2.ravel(), minlength=(e - s) * n_patterns)
-        out[:, s:e] = sums.reshape(e - s, n_patterns).T
+    if block is None:
+        block = max(1, _RANK_BLOCK_BYTES // (8 * n))
+    ranker = _Ranker(n, inverse, n_patterns, min(block, k))
+    for s in range(0, k, ranker.block):
+        e = min(k, s + ranker.block)
+        out[:, s:e], ties[s:e] = ranker.sums(values[:, s:e])
     return out, ties
 
 
