@@ -190,13 +190,14 @@ def run_demo(
         for layer in (FEATURE_LAYER, LOGITS_LAYER)
     }
     from ._progress import progress_bar
-    from .trust import permutation_null, permutation_test
+    from .trust import duplicate_groups, permutation_null, permutation_test
 
     t1 = time.perf_counter()
+    copies = duplicate_groups(np.c_[feats, logits])  # one photo in two folders: one draw
     with progress_bar(N_PERMUTATIONS, "permutations", progress, unit="perm") as tick:
         null = permutation_null(cs, results[LOGITS_LAYER], n_permutations=N_PERMUTATIONS,
                                 random_state=0, tail=TAIL, progress=tick, device=device,
-                                on_estimate=lambda est: say(str(est)))
+                                groups=copies, on_estimate=lambda est: say(str(est)))
     for layer, res in results.items():  # p-values corrected for the search, and BH q-values
         permutation_test(values[layer], cs, res, null=null, random_state=0, device=device)
     say(f"permutation test of the search ({N_PERMUTATIONS} permutations, one null for both "
