@@ -11,8 +11,12 @@ Sections (``--skip`` any of them):
     noise units' uniformity; BH discoveries.
 ``ties``
     The same layer with ties in every unit (ReLU with 30-70% zeros, 16 dead units) and 1%
-    duplicate samples (N unchanged): time against the untied layer, tied noise units'
-    uniformity.
+    duplicate samples (N unchanged; found and moved together, ``groups="auto"``): time
+    against the untied layer, tied noise units' uniformity.
+``duplicates``
+    1% duplicate samples (copies of other samples) in a layer of 300 noise units (N = 5,000,
+    C = 140): uniformity with the copies moved together (``groups="auto"``, default) and
+    with every sample permuted on its own (``groups=None``).
 ``calibration``
     ``seeds`` layers (N = 2,000, C = 140), each with its own null of ``perms`` permutations,
     20 planted and 200 noise units (every other one ReLU-tied): Kolmogorov-Smirnov
@@ -26,6 +30,12 @@ Sections (``--skip`` any of them):
     comparing the reported formula with the null of the search maximum (the old test) gave.
 ``floor``
     ``permutation_floor`` for a few settings.
+
+``--demo DIR`` (instead of the sections) counts the significant class logits in the output
+folder of ``invert demo --out DIR``: logits of the layer ``_fc`` (or ``""``) whose best formula
+has a held-out AUROC >= 0.9 and q <= 0.05, among them those of classes present in the photos
+(the class or its parent is a concept of the photos) and those whose formula names the class
+or one of its three nearest hypernyms.
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ from invert.trust import (
     permutation_null,
     permutation_test,
 )
+from invert.trust._ties import has_ties as _has_ties
 from invert.trust.tail import null_pvalues
 
 PAPER_KW = {"length": 3, "beam_size": 5, "min_fraction": 0.002}
@@ -53,7 +64,7 @@ PAPER_KW = {"length": 3, "beam_size": 5, "min_fraction": 0.002}
 
 def relu_ties(a: np.ndarray, cols, rng: np.random.Generator) -> np.ndarray:
     """A copy of ``a`` whose columns ``cols`` are ReLU outputs with 30-70% zeros."""
-    out = a.astype(np.float32, copy=True)
+    out = a.astype(np.float64, copy=True)
     for k in cols:
         out[:, k] = np.maximum(out[:, k] - np.quantile(out[:, k], rng.uniform(0.3, 0.7)), 0)
     return out
@@ -87,10 +98,12 @@ def report_layer(name: str, res, p: np.ndarray, seconds: float, est, n_planted: 
 
 
 def section_paper(args) -> tuple[float, object]:
-    layer = make_layer(n_units=512, n_planted=64, seed=0)
+    layer = untied_layer()
     y = layer.concepts
+    f32 = int(_has_ties(layer.activations.astype(np.float32), list(range(512))).sum())
     print(f"paper-scale layer: N={layer.activations.shape[0]}, C={y.matrix.shape[1]}, "
-          f"512 units (64 planted), {args.perms} permutations, L=3, B=5, min_fraction=0.002")
+          f"512 units (64 planted), {args.perms} permutations, L=3, B=5, min_fraction=0.002; "
+          f"float64 without ties (as float32, {f32} of its 512 units would have ties)")
     t0 = time.perf_counter()
     res = invert.explain(layer.activations, y, **PAPER_KW)
     print(f"  search: {time.perf_counter() - t0:.1f} s")
@@ -98,6 +111,14 @@ def section_paper(args) -> tuple[float, object]:
     print(f"  {est}")
     report_layer("untied layer", res, p, sec, est, 64)
     return sec, layer
+
+
+def untied_layer():
+    """The paper-scale layer in float64, with float32 coincidences jittered away."""
+    layer = make_layer(n_units=512, n_planted=64, seed=0)
+    jitter = 1e-6 * np.random.default_rng(5).standard_normal(layer.activations.shape)
+    layer.activations = layer.activations.astype(np.float64) + jitter
+    return layer
 
 
 def duplicate_rows(n: int, share: float, rng: np.random.Generator) -> np.ndarray:
@@ -130,6 +151,25 @@ def section_ties(args, untied_seconds: float, layer) -> None:
         print(f"  time tied / untied: {sec / untied_seconds:.2f} (one shared null; the old "
               f"test computed one null per tie structure: {len(set(map(int, zeros * n)))} "
               f"distinct zero counts here)")
+
+
+def section_duplicates(args) -> None:
+    layer = make_layer(n_leaves=100, samples_per_leaf=50, n_hypernyms=40, n_units=300,
+                       n_planted=0, seed=3)
+    n = layer.activations.shape[0]
+    jitter = 1e-6 * np.random.default_rng(1).standard_normal(layer.activations.shape)
+    rows = duplicate_rows(n, 0.01, np.random.default_rng(7))
+    a = (layer.activations.astype(np.float64) + jitter)[rows]
+    y = layer.concepts.matrix[rows]
+    res = invert.explain(a, y, length=3, beam_size=5, min_fraction=0.02)
+    line = []
+    for groups in ("auto", None):
+        p = permutation_test(a, y, res, n_permutations=args.perms, random_state=0,
+                             groups=groups)
+        line.append(f"groups={groups!r}: {ks(p)}, mean p {np.mean(p):.3f}")
+    print(f"duplicates: {int(0.01 * n)} copies among N={n} samples (C=140, L=3, B=5, "
+          f"min_fraction=0.02), 300 noise units, {args.perms} permutations")
+    print("  " + "; ".join(line))
 
 
 def section_calibration(args) -> None:
@@ -230,7 +270,40 @@ def section_floor(args) -> None:
                   f"warning: {f.warning or 'none'}")
 
 
-SECTIONS = ("paper", "ties", "calibration", "tail", "parsimony", "floor")
+def count_demo(out: str) -> None:
+    import json
+
+    from invert.concepts import imagenet_hierarchy
+
+    h = imagenet_hierarchy()
+    names, concepts = list(h.names), set(json.load(open(f"{out}/concepts.json"))["names"])
+
+    def above(c: str, depth: int) -> set[str]:
+        seen, front = set(), [c]
+        for _ in range(depth):
+            front = [p for f in front for p in h.parents.get(f, [])]
+            seen |= set(front)
+        return seen
+
+    logits = [r for r in map(json.loads, open(f"{out}/explanations.jsonl"))
+              if r["layer"] in ("", "_fc") and r["explanations"]]
+    best = [(names[int(r["unit"])], r["explanations"][0]) for r in logits]
+    sig = [(c, e) for c, e in best if e.get("q_value", 1.0) <= 0.05]
+    clear = [(c, e) for c, e in sig if e["holdout_auroc"] >= 0.9]
+    present = [(c, e) for c, e in clear if c in concepts or above(c, 1) & concepts]
+    named = [(c, e) for c, e in clear
+             if {t.strip("()~ ") for t in e["formula"].replace("&", "|").split("|")}
+             & (above(c, 3) | {c})]
+    feats = sum(1 for r in map(json.loads, open(f"{out}/explanations.jsonl"))
+                if r["layer"] not in ("", "_fc") and r["explanations"]
+                and r["explanations"][0].get("q_value", 1.0) <= 0.05)
+    print(f"demo {out}: {len(logits)} class logits, {len(sig)} significant at q <= 0.05, "
+          f"{len(clear)} of them with held-out AUROC >= 0.9; of these, class present in the "
+          f"photos: {len(present)}, formula naming the class or a near hypernym: {len(named)};"
+          f" significant feature units: {feats}")
+
+
+SECTIONS = ("paper", "ties", "duplicates", "calibration", "tail", "parsimony", "floor")
 
 
 def main() -> None:
@@ -239,12 +312,16 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--tail-reps", type=int, default=100)
     ap.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
+    ap.add_argument("--demo", metavar="DIR", help="count significant logits of a demo run")
     args = ap.parse_args()
+    if args.demo:
+        count_demo(args.demo)
+        return
     untied, layer = 0.0, None
     if "paper" not in args.skip:
         untied, layer = section_paper(args)
     if "ties" not in args.skip:
-        section_ties(args, untied, layer or make_layer(n_units=512, n_planted=64, seed=0))
+        section_ties(args, untied, layer or untied_layer())
     for name in SECTIONS[2:]:
         if name not in args.skip:
             globals()[f"section_{name}"](args)

@@ -34,7 +34,7 @@ from .concepts import WordNet, from_folders
 from .extract import ImageFolder, collect_activations, efficientnet_lite0
 from .extract.maps import write_maps
 from .report import build_report, save_run
-from .trust import permutation_null, permutation_test
+from .trust import duplicate_groups, permutation_null, permutation_test
 from .workflow import (
     CommandError,
     explain_layer,
@@ -221,10 +221,12 @@ def _search(values: dict[str, np.ndarray], unit_ids: dict[str, list[str]], cs,
     }
     device = search.get("device")
     t1 = time.perf_counter()
+    # one photo in two folders is one draw of the permutations
+    copies = duplicate_groups(np.c_[values[FEATURE_LAYER], values[LOGITS_LAYER]])
     with progress_bar(N_PERMUTATIONS, "permutations", progress, unit="perm") as tick:
         null = permutation_null(cs, results[LOGITS_LAYER], n_permutations=N_PERMUTATIONS,
                                 random_state=0, tail=TAIL, progress=tick, device=device,
-                                on_estimate=lambda est: say(str(est)))
+                                groups=copies, on_estimate=lambda est: say(str(est)))
     for layer, res in results.items():  # p-values corrected for the search, and BH q-values
         permutation_test(values[layer], cs, res, null=null, random_state=0, device=device)
     say(f"permutation test of the search ({N_PERMUTATIONS} permutations, one null for both "

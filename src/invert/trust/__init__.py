@@ -14,11 +14,12 @@ it than it is. This module offers
   confidence interval and the Mann-Whitney p-value on the other, with a parsimony rule so
   that longer formulas must earn their literals on held-out data;
 * :func:`permutation_test`: a p-value per unit *corrected for the search* (the whole beam
-  search is rerun on permuted activations; one shared null per layer, tied units on randomly
-  tie-broken ranks), below ``1 / (P + 1)`` through a generalized Pareto fit to the null's
-  tail (:func:`fit_tail`), then :func:`correct_pvalues` (Benjamini-Hochberg, Holm) across
-  units and :func:`significant_units`; :func:`permutation_floor` says beforehand what given
-  settings can reach;
+  search is rerun on permuted activations; one shared null per layer, or for several layers
+  with :func:`permutation_null`; tied units on randomly tie-broken ranks, copies of one input
+  moved together, :func:`duplicate_groups`), below ``1 / (P + 1)`` through a generalized
+  Pareto fit to the null's tail (:func:`fit_tail`), then :func:`correct_pvalues`
+  (Benjamini-Hochberg, Holm) across units and :func:`significant_units`;
+  :func:`permutation_floor` says beforehand what given settings can reach;
 * :func:`add_metrics` / :func:`metrics`: AUPRC, MAD, point-biserial correlation and
   precision / recall / F1 / IoU of the top-q activations for every reported formula;
   :func:`auroc_ci` (Hanley-McNeil) and :func:`delong_ci`;
@@ -46,6 +47,7 @@ Examples
 ('3', True, True)
 """
 
+from ._ties import duplicate_groups
 from .floor import PermutationEstimate, PermutationFloor, permutation_floor
 from .holdout import DEFAULT_PARSIMONY, HoldoutResult, explain_holdout, stratified_split
 from .metrics import (
@@ -67,5 +69,5 @@ __all__ = [
     "correct_pvalues", "significant_units", "auroc_ci", "delong_ci", "metrics",
     "metric_table", "add_metrics", "formula_masks", "explain_top", "DEFAULT_PARSIMONY",
     "METRIC_NAMES", "permutation_floor", "PermutationFloor", "PermutationEstimate", "fit_tail",
-    "TailFit", "permutation_null", "PermutationNull",
+    "TailFit", "permutation_null", "PermutationNull", "duplicate_groups",
 ]

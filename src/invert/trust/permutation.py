@@ -4,9 +4,11 @@ Part of :mod:`invert.trust` (import from there). :func:`permutation_test` reruns
 beam search on permuted activations. The search sees a unit only through its ranks, so every
 unit without ties shares one null distribution, computed once per layer by searching
 ``n_permutations`` permuted rankings as if they were units of a layer. Tied units (ReLU
-zeros, duplicate samples) are tested on randomly tie-broken ranks against the same null (one
-more search of the tied units); the null's tail is approximated by a generalized Pareto fit
-(:mod:`~invert.trust.tail`), so that p-values go below ``1 / (n_permutations + 1)``.
+zeros) are tested on randomly tie-broken ranks against the same null (one more search of the
+tied units); copies of one input (duplicate samples) are permuted as one sample; the null's
+tail is approximated by a generalized Pareto fit (:mod:`~invert.trust.tail`), so that
+p-values go below ``1 / (n_permutations + 1)``. :func:`permutation_null` computes the null
+once for several layers.
 """
 
 from __future__ import annotations
@@ -31,6 +33,14 @@ from ..engine.params import SEARCH_PARAMS, check_search_params
 from ..engine.result import Explanation, ExplanationResult, UnitExplanations
 from ..engine.search import explain
 from ._data import check_units, whole_inputs, with_extras
+from ._ties import (
+    rank_dtype,
+    resolve_groups,
+    tie_broken_ranks,
+    ties_matter,
+    vary_within_groups,
+)
+from ._ties import tie_keys as _tie_keys
 from .floor import PermutationEstimate, make_floor
 from .metrics import correct_pvalues
 from .tail import TAIL_METHODS, TailFit, fit_tail, null_pvalues
@@ -42,7 +52,7 @@ log = logging.getLogger(__name__)
 
 #: Values of ``ties`` accepted by :func:`permutation_test`.
 TIES = ("break", "exact")
-#: Permutations searched before the estimate: a warm-up batch of 4, then a timed one.
+#: Permutations searched before the estimate: batches of 2 (warm-up), 6 and 24, timed.
 FIRST_BATCH = 32
 
 
@@ -51,49 +61,6 @@ def _check_alpha(alpha) -> float:
 
 
 # ----------------------------------------------------------------------------- ties
-
-
-def _tie_keys(a: np.ndarray) -> list[bytes]:
-    """Per unit: b'' without ties, else the tie-group sizes in value order (as bytes).
-
-    Two units with the same key have the same multiset of mid-ranks, hence the same null
-    distribution of every rank statistic under permutation."""
-    keys = []
-    for k in range(a.shape[1]):
-        v = np.sort(a[:, k])
-        starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]])
-        if starts.size == v.size:
-            keys.append(b"")
-        else:
-            keys.append(np.diff(np.r_[starts, v.size]).astype(np.int64).tobytes())
-    return keys
-
-
-def _has_ties(a: np.ndarray, units: list[int], step: int = 64) -> np.ndarray:
-    """Bool per entry of ``units``: whether the unit's column holds equal values."""
-    out = np.zeros(len(units), dtype=bool)
-    for s in range(0, len(units), step):
-        v = np.sort(a[:, units[s:s + step]], axis=0)
-        out[s:s + step] = (v[1:] == v[:-1]).any(axis=0)
-    return out
-
-
-def _rank_dtype(n: int):
-    return np.float32 if n < (1 << 24) else np.float64
-
-
-def _tie_broken_ranks(a: np.ndarray, cols: list[int], rng: np.random.Generator) -> np.ndarray:
-    """(N, len(cols)) ranks 0 .. N-1 of the columns, ties broken uniformly at random.
-
-    Under exchangeability of the samples these are a uniformly random permutation, exactly
-    like the permuted rankings of the shared null."""
-    n = a.shape[0]
-    out = np.empty((n, len(cols)), dtype=_rank_dtype(n))
-    ramp = np.arange(n, dtype=out.dtype)
-    for j, k in enumerate(cols):
-        order = np.lexsort((rng.random(n), a[:, k]))
-        out[order, j] = ramp
-    return out
 
 
 # ----------------------------------------------------------------------------- the null
@@ -112,14 +79,16 @@ class _Ticker:
 
 
 def _null_best(base: np.ndarray, y, n_perm: int, rng: np.random.Generator, sign: float,
-               kwargs: dict, block: int, tick: Callable[[int], Any] | None = None
-               ) -> np.ndarray:
-    """Best (signed) AUROC of the search on ``n_perm`` permutations of ``base``."""
+               kwargs: dict, block: int, tick: Callable[[int], Any] | None = None,
+               gid: np.ndarray | None = None) -> np.ndarray:
+    """Best (signed) AUROC of the search on ``n_perm`` permutations of ``base`` (of the
+    groups of copies ``gid``, whose members share a value, where given)."""
     out = np.empty(n_perm)
     done = 0
     while done < n_perm:
         c = min(block, n_perm - done)
-        mat = rng.permuted(np.tile(base, (c, 1)), axis=1).T
+        mat = rng.permuted(np.tile(base, (c, 1)), axis=1)
+        mat = (mat if gid is None else mat[:, gid]).T
         res = explain(np.ascontiguousarray(mat), y, **kwargs)
         out[done:done + c] = [sign * u[0].auroc if u else -np.inf for u in res.units]
         done += c
@@ -171,7 +140,7 @@ def _search_best(u: UnitExplanations) -> Explanation:
     return u[0]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PermutationNull:
     """The permutation null of a search: what :func:`permutation_test` compares with.
 
@@ -192,6 +161,11 @@ class PermutationNull:
         The search parameters (``SEARCH_PARAMS``) the null is valid for.
     seconds_per_permutation : float
         Measured while computing it.
+    rows : numpy.ndarray of int or None
+        The holdout result's search split (None: all samples).
+    groups : numpy.ndarray of int or None
+        Groups of copies among the searched samples (ids ``0 .. M-1``), permuted as one
+        sample each; None: every sample on its own.
     """
 
     values: np.ndarray
@@ -201,6 +175,7 @@ class PermutationNull:
     params: dict[str, Any]
     seconds_per_permutation: float
     rows: np.ndarray | None = None
+    groups: np.ndarray | None = None
 
     @property
     def n_permutations(self) -> int:
@@ -216,9 +191,11 @@ class _Plan:
     tie_broken: list[int]  # units observed on tie-broken ranks (ties="break")
     obs: np.ndarray  # signed observed statistic per unit (NaN: not tested)
     formulas: list[str | None]  # the formula attaining it
+    gid: np.ndarray | None = None  # groups of copies (ties="break"), permuted together
 
 
-def _plan(a: np.ndarray, result: ExplanationResult, ties: str, sign: float) -> _Plan:
+def _plan(a: np.ndarray, y, result: ExplanationResult, ties: str, sign: float,
+          gid: np.ndarray | None) -> _Plan:
     """Group the explained units by null and read the statistics of the untied ones."""
     n, k = a.shape
     units = [j for j in range(k) if result.units[j]]
@@ -227,14 +204,18 @@ def _plan(a: np.ndarray, result: ExplanationResult, ties: str, sign: float) -> _
     for j in units:
         e = _search_best(result.units[j])
         obs[j], formulas[j] = sign * e.auroc, str(e.formula)
-    ramp = np.arange(n, dtype=_rank_dtype(n))
+    ramp = np.arange(n, dtype=rank_dtype(n))
     if ties == "exact":
         groups = _tie_groups(a, result)
         bases = {key: ramp if key == b"" else a[:, m[0]].copy() for key, m in groups.items()}
         return _Plan(groups, bases, [], obs, formulas)
-    tied = [j for j, t in zip(units, _has_ties(a, units), strict=True) if t]
+    tied = ties_matter(a, units, y, gid)
+    if gid is not None:  # groups whose members differ: tested on the groups' mean values
+        tied |= vary_within_groups(a, units, gid)
+    tied = [j for j, t in zip(units, tied, strict=True) if t]
     groups = {b"": units} if units else {}
-    return _Plan(groups, {b"": ramp} if units else {}, tied, obs, formulas)
+    base = ramp if gid is None else np.arange(int(gid.max()) + 1, dtype=ramp.dtype)
+    return _Plan(groups, {b"": base} if units else {}, tied, obs, formulas, gid)
 
 
 def _observe_tied(a: np.ndarray, y, plan: _Plan, rng: np.random.Generator, sign: float,
@@ -242,7 +223,7 @@ def _observe_tied(a: np.ndarray, y, plan: _Plan, rng: np.random.Generator, sign:
     """The search maximum of each tied unit on its tie-broken ranks (into ``plan``)."""
     if not plan.tie_broken:
         return
-    ranks = _tie_broken_ranks(a, plan.tie_broken, rng)
+    ranks = tie_broken_ranks(a, plan.tie_broken, rng, plan.gid)
     done = [0]
 
     def tick(units_done: int, _total: int) -> None:
@@ -257,63 +238,75 @@ def _observe_tied(a: np.ndarray, y, plan: _Plan, rng: np.random.Generator, sign:
 
 @dataclass(frozen=True)
 class _Cost:
-    """Seconds spent so far and seconds per searched (pseudo-)unit from a timed batch."""
+    """Seconds spent so far, and seconds per search call and per searched (pseudo-)unit."""
 
     elapsed: float
     done: int
+    per_call: float
     per_unit: float
 
-    def seconds(self, units: int) -> float:
-        return self.elapsed + self.per_unit * max(0, units - self.done)
+    def seconds(self, calls: int, units: int) -> float:
+        """The estimated total for ``calls`` more search calls and ``units`` in all."""
+        return self.elapsed + self.per_call * calls + self.per_unit * max(0, units - self.done)
 
 
 def _timed_batches(base: np.ndarray, y, n_perm: int, rng: np.random.Generator, sign: float,
-                   kwargs: dict, block: int, ticker: _Ticker) -> tuple[np.ndarray, _Cost]:
+                   kwargs: dict, block: int, ticker: _Ticker, gid: np.ndarray | None
+                   ) -> tuple[np.ndarray, _Cost]:
     """The first ``FIRST_BATCH`` permutations (fewer if ``n_perm`` is smaller): a warm-up
-    batch of 4, then one of the rest, whose time per permutation (an upper bound for the
-    larger blocks that follow) gives the estimate."""
-    n1 = min(4, n_perm, block)
-    n2 = min(FIRST_BATCH, n_perm) - n1
-    t0 = time.perf_counter()
-    v1 = _null_best(base, y, n1, rng, sign, kwargs, n1, ticker)
-    t1 = time.perf_counter()
-    v2 = _null_best(base, y, n2, rng, sign, kwargs, block, ticker)
-    t2 = time.perf_counter()
-    per_unit = (t2 - t1) / n2 if n2 else (t1 - t0) / n1
-    return np.r_[v1, v2], _Cost(t2 - t0, n1 + n2, per_unit)
+    batch of 2, then batches of 6 and of the rest, whose two times give the cost per search
+    call and per permutation."""
+    sizes = [min(2, n_perm, block)]
+    sizes.append(min(6, n_perm - sizes[0], block))
+    sizes.append(min(FIRST_BATCH, n_perm) - sum(sizes))
+    values, times = [], []
+    for size in sizes:
+        t0 = time.perf_counter()
+        values.append(_null_best(base, y, size, rng, sign, kwargs, block, ticker, gid))
+        times.append(time.perf_counter() - t0)
+    (_, n2, n3), (_, t2, t3) = sizes, times
+    per_unit = (t3 - t2) / (n3 - n2) if n3 > n2 else (t2 + t3) / max(1, n2 + n3)
+    if not per_unit > 0.0:
+        per_unit, per_call = t3 / max(1, n3), 0.0
+    else:
+        per_call = max(0.0, t2 - n2 * per_unit)
+    return np.concatenate(values), _Cost(sum(times), sum(sizes), per_call, per_unit)
 
 
 def _null_of(base: np.ndarray, y, n_perm: int, rng: np.random.Generator, sign: float,
              kwargs: dict, block: int, ticker: _Ticker,
-             on_cost: Callable[[_Cost], Any] | None) -> tuple[np.ndarray, float]:
+             on_cost: Callable[[_Cost], Any] | None, gid: np.ndarray | None = None
+             ) -> tuple[np.ndarray, float]:
     """The sorted null of ``base`` and its seconds per permutation; with ``on_cost``, the
     first permutations are timed and their cost is passed on before the rest runs."""
     t0 = time.perf_counter()
     parts = []
     if on_cost is not None:
-        first, cost = _timed_batches(base, y, n_perm, rng, sign, kwargs, block, ticker)
+        first, cost = _timed_batches(base, y, n_perm, rng, sign, kwargs, block, ticker, gid)
         parts.append(first)
         on_cost(cost)
     rest = n_perm - sum(len(x) for x in parts)
-    parts.append(_null_best(base, y, rest, rng, sign, kwargs, block, ticker))
+    parts.append(_null_best(base, y, rest, rng, sign, kwargs, block, ticker, gid))
     return np.sort(np.concatenate(parts)), (time.perf_counter() - t0) / n_perm
 
 
-def _estimate(n_perm: int, n_nulls: int, n_units: int, n_tied: int, cost: _Cost,
+def _estimate(n_perm: int, n_nulls: int, n_units: int, n_tied: int, cost: _Cost, block: int,
               alpha: float, method: str, tail: str | None) -> PermutationEstimate:
+    rest = max(0, n_perm - cost.done)
+    calls = -(-rest // block) + (n_nulls - 1) * -(-n_perm // block) + (1 if n_tied else 0)
     return PermutationEstimate(n_perm, n_nulls, n_units, n_tied,
-                               cost.seconds(n_perm * n_nulls + n_tied),
+                               cost.seconds(calls, n_perm * n_nulls + n_tied),
                                make_floor(n_perm, n_units, alpha, method, tail))
 
 
-def _announcer(n_perm: int, n_nulls: int, n_units: int, n_tied: int, alpha: float,
-               method: str, tail: str | None,
+def _announcer(n_perm: int, n_nulls: int, n_units: int, n_tied: int, block: int,
+               alpha: float, method: str, tail: str | None,
                on_estimate: Callable[[PermutationEstimate], Any] | None
                ) -> Callable[[_Cost], None]:
     """The callback that turns the measured cost into an estimate, logs it and passes it
     to ``on_estimate``."""
     def on_cost(cost: _Cost) -> None:
-        est = _estimate(n_perm, n_nulls, n_units, n_tied, cost, alpha, method, tail)
+        est = _estimate(n_perm, n_nulls, n_units, n_tied, cost, block, alpha, method, tail)
         log.info("%s", est)
         if on_estimate is not None:
             on_estimate(est)
@@ -331,12 +324,15 @@ def _null_params(kwargs: dict[str, Any]) -> dict[str, Any]:
     return check_search_params({k: kwargs[k] for k in SEARCH_PARAMS if k in kwargs}, None)
 
 
-def _check_null(null, ties: str, n: int, kwargs: dict, rows) -> None:
+def _check_null(null, ties: str, n: int, kwargs: dict, rows, groups) -> None:
     """A given ``null`` fits this test (same samples, split and search parameters)."""
     if not isinstance(null, PermutationNull):
         raise bad("null", "a PermutationNull from permutation_null", null)
     if ties != "break":
         raise bad("ties", "'break' with a given null", ties)
+    if not (groups is None or isinstance(groups, str)):
+        raise bad("groups", "'auto' or None with a given null (its groups are used)",
+                  "an array", raw=True)
     same_rows = (rows is None) == (null.rows is None) and (
         rows is None or np.array_equal(rows, null.rows))
     if null.n_samples != n or null.params != _null_params(kwargs) or not same_rows:
@@ -406,10 +402,11 @@ def _make_nulls(y, plan: _Plan, n_perm: int, rngs, sign: float, kwargs: dict, bl
     out = {}
     params = _null_params(kwargs)
     for i, (key, base) in enumerate(plan.bases.items()):
+        gid = plan.gid if key == b"" else None
         values, spp = _null_of(base, y, n_perm, rngs[0], sign, kwargs, block, ticker,
-                               on_cost if i == 0 else None)
-        out[key] = PermutationNull(values, _fit(values, tail, rngs[1]), tail, base.size,
-                                   params, spp, rows)
+                               on_cost if i == 0 else None, gid)
+        out[key] = PermutationNull(values, _fit(values, tail, rngs[1]), tail, y.shape[0],
+                                   params, spp, rows, gid)
     return out
 
 
@@ -429,6 +426,7 @@ def permutation_test(
     progress: Callable[[int, int], Any] | None = None,
     on_estimate: Callable[[PermutationEstimate], Any] | None = None,
     null: PermutationNull | None = None,
+    groups="auto",
     **search_kwargs,
 ) -> np.ndarray:
     """P-values of each unit's best search score, corrected for the search, by permutation.
@@ -445,15 +443,16 @@ def permutation_test(
     **Shared null.** The search sees activations only through their ranks, so every unit
     without ties has the same null: ``n_permutations`` permuted rankings searched once as
     the pseudo-units of a layer. With ``ties="break"`` (default) a tied unit (ReLU zeros,
-    duplicate samples) is tested on its ranks with ties broken uniformly at random (seeded by
-    ``random_state``): under exchangeability these are a uniformly random permutation, so the
-    same null is exact for its statistic, the search maximum on the tie-broken ranks (one
-    more search of the tied units). Mid-rank AUROC is the mean of tie-broken AUROCs, so little
-    power is lost where ties are moderate. ``ties="exact"`` keeps the mid-ranks and computes
-    one null per tie structure (exact too, but one more null for each distinct number of
-    zeros). Constant units have no explanation and no test (NaN). (With
-    ``metric="point_biserial"`` the search chooses formulas from raw activations, so a null
-    of ranks is only an approximation; a warning is logged.)
+    float32 coincidences) is tested on its ranks with ties broken uniformly at random (seeded
+    by ``random_state``): under exchangeability these are a uniformly random permutation, so
+    the same null is exact for its statistic, the search maximum on the tie-broken ranks (one
+    more search of the tied units). Ties only among samples with equal label rows (duplicate
+    samples) change no AUROC and are left as they are. Mid-rank AUROC is the mean of
+    tie-broken AUROCs, so little power is lost where ties are moderate. ``ties="exact"``
+    keeps the mid-ranks and computes one null per tie structure (exact too, but one more
+    null for each distinct number of zeros). Constant units have no explanation and no
+    test (NaN). (With ``metric="point_biserial"`` the search chooses formulas from raw
+    activations, so a null of ranks is only an approximation; a warning is logged.)
 
     **p-values.** ``(1 + #{null >= observed}) / (1 + n_permutations)``, or, with
     ``tail="gpd"`` (default), from a generalized Pareto fit to the null's largest values for
@@ -498,6 +497,13 @@ def permutation_test(
         From :func:`permutation_null` for the same samples, concepts, holdout split and
         search parameters (e.g. another layer's): no permutations are searched, and
         ``n_permutations`` and ``tail`` are the null's.
+    groups : "auto", None or array-like of int, default "auto"
+        Samples that are copies of one input (duplicate files) are one draw, not several:
+        the permutations move each group as one sample (and tie-breaking keeps it tied).
+        ``"auto"``: the groups of :func:`~invert.trust.duplicate_groups` on the activations
+        searched; an array: one group id per sample (of all samples, also with a holdout);
+        None: every sample on its own. With ``null=``, the null's groups. Ignored with
+        ``ties="exact"``.
     **search_kwargs
         Overrides of the search parameters (default: ``result.params``), e.g. ``device``.
 
@@ -524,17 +530,21 @@ def permutation_test(
         n_permutations, block, alpha, method, tail, ties, random_state)
     a, y, kwargs, sign, rows = _search_data(activations, concepts, result, search_kwargs)
     rng_null, rng_ties, rng_tail = rng.spawn(3)
-    plan = _plan(a, result, ties, sign)
+    if null is not None:
+        _check_null(null, ties, a.shape[0], kwargs, rows, groups)
+        gid = null.groups
+    else:
+        gid = resolve_groups(groups, a, rows, result.n_samples) if ties == "break" else None
+    plan = _plan(a, y, result, ties, sign, gid)
     given: dict[bytes, PermutationNull] = {}
     if null is not None:
-        _check_null(null, ties, a.shape[0], kwargs, rows)
         n_permutations, tail = null.n_permutations, null.tail_method
         given, plan.bases = {b"": null}, {}
     ticker = _Ticker(n_permutations * len(plan.bases) + len(plan.tie_broken), progress)
     on_cost = _announcer(n_permutations, len(plan.bases), int(np.sum(~np.isnan(plan.obs))),
-                         len(plan.tie_broken), alpha, method, tail, on_estimate)
+                         len(plan.tie_broken), block, alpha, method, tail, on_estimate)
     if given and plan.tie_broken:
-        on_cost(_Cost(0.0, 0, null.seconds_per_permutation))
+        on_cost(_Cost(0.0, 0, 0.0, null.seconds_per_permutation))
     nulls = given or _make_nulls(y, plan, n_permutations, (rng_null, rng_tail), sign, kwargs,
                                  block, ticker, tail, rows, on_cost)
     _observe_tied(a, y, plan, rng_ties, sign, kwargs, ticker)
@@ -556,6 +566,7 @@ def permutation_null(
     on_estimate: Callable[[PermutationEstimate], Any] | None = None,
     alpha: float = 0.05,
     method: str = "bh",
+    groups=None,
     **search_kwargs,
 ) -> PermutationNull:
     """The shared null of :func:`permutation_test`, to reuse for several layers.
@@ -578,6 +589,10 @@ def permutation_null(
         with ``method``).
     alpha : float, default 0.05
     method : {"bh", "holm"}
+    groups : None or array-like of int
+        Samples that are copies of one input (one group id per sample of all samples), as
+        for :func:`permutation_test`; e.g. ``duplicate_groups`` of the layers' activations
+        side by side. None: every sample on its own.
 
     Returns
     -------
@@ -607,13 +622,16 @@ def permutation_null(
     n = y.shape[0]
     kwargs, sign = _search_kwargs(result.params, search_kwargs)
     rng_null, _, rng_tail = rng.spawn(3)
-    base = np.arange(n, dtype=_rank_dtype(n))
-    on_cost = _announcer(n_permutations, 1, sum(1 for u in result.units if u), 0, alpha,
-                         method, tail, on_estimate)
+    if isinstance(groups, str):
+        raise bad("groups", "None or one group id per sample", groups)
+    gid = resolve_groups(groups, np.empty((n, 0)), rows, result.n_samples)
+    base = np.arange(n if gid is None else int(gid.max()) + 1, dtype=rank_dtype(n))
+    on_cost = _announcer(n_permutations, 1, sum(1 for u in result.units if u), 0, block,
+                         alpha, method, tail, on_estimate)
     values, spp = _null_of(base, y, n_permutations, rng_null, sign, kwargs, block,
-                           _Ticker(n_permutations, progress), on_cost)
+                           _Ticker(n_permutations, progress), on_cost, gid)
     return PermutationNull(values, _fit(values, tail, rng_tail), tail, n,
-                           _null_params(kwargs), spp, rows)
+                           _null_params(kwargs), spp, rows, gid)
 
 
 def significant_units(result: ExplanationResult, alpha: float = 0.05,
