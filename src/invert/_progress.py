@@ -22,6 +22,11 @@ def progress_bar(total: int | None, desc: str, enabled: bool, unit: str = "unit"
         return
     bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False)
     try:
-        yield lambda done, _total: bar.update(done - bar.n)
+        def tick(done: int, total: Any = None) -> None:
+            if total and bar.total != total:  # the caller learns the total as it goes
+                bar.total = total
+            bar.update(done - bar.n)
+
+        yield tick
     finally:
         bar.close()

@@ -40,7 +40,7 @@ from ..distributed import ShardError, explain_sharded
 from ..extract import UnreadableImageError, collect_activations, load_image_folder
 from ..extract.maps import write_maps
 from ..report import build_report, save_run
-from ..trust import permutation_test
+from ..trust import permutation_floor, permutation_test
 from .errors import (
     CLI_EXTRA,
     INSTALL_HINTS,
@@ -375,9 +375,25 @@ def search_layers(acts: dict[str, Layer], cs: ConceptSet, search: dict[str, Any]
             continue
         results[name] = explain_layer(v, uids, cs, desc=desc, progress=progress, **search)
         if permutations:  # p-values corrected for the search, BH q-values, survivors at fdr
-            permutation_test(v, cs, results[name], n_permutations=permutations,
-                             random_state=search.get("random_state"), alpha=fdr)
+            _permutation_test(v, cs, results[name], permutations, fdr,
+                              search.get("random_state"), desc, progress)
     return results
+
+
+def _permutation_test(values: Any, cs: ConceptSet, result: Any, permutations: int, fdr: float,
+                      random_state: Any, desc: str, progress: bool) -> None:
+    """The permutation test of one layer's search, never silent: a warning when its
+    smallest attainable p cannot reach ``--fdr`` for this many units, the estimated time
+    after a first batch, and a progress bar."""
+    n_units = sum(1 for u in result.units if u.best is not None)
+    floor = permutation_floor(permutations, max(1, n_units), fdr, tail="gpd")
+    if floor.warning:
+        warnings.warn(f"--permutations {permutations}: {floor.warning}", RunWarning,
+                      stacklevel=2)
+    with progress_bar(None, f"{desc}: permutations", progress, unit="step") as tick:
+        permutation_test(values, cs, result, n_permutations=permutations,
+                         random_state=random_state, alpha=fdr, progress=tick,
+                         on_estimate=lambda est: logger.warning("%s", est))
 
 
 def write_outputs(out: Path, results: dict[str, Any], acts: dict[str, Layer], cs: ConceptSet,

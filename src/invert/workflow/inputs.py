@@ -132,8 +132,10 @@ def _read_table(path: Path, sample_column: str) -> Layer:
             raise CommandError(str(err)) from err
         dtype = {sample_column: str} if sample_column in header else None
         with _reading(path):
-            df = pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=[""],
-                             float_precision="round_trip")
+            # exact float parsing: pandas >= 3 does it by default (and warns on the option)
+            exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {
+                "float_precision": "round_trip"}
+            df = pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=[""], **exact)
     sids = None
     if sample_column in df.columns:
         sids = _text_ids(df[sample_column].tolist(), path, sample_column)
