@@ -309,8 +309,6 @@ def test_derive_keeps_the_certificate():
     assert list(v) == u[:1]
 
 
-@pytest.mark.xfail(strict=True, reason="trust.holdout rebuilds the units without their "
-                   "certificate (use UnitExplanations.derive there)")
 def test_holdout_keeps_the_search_split_ceiling():
     rng = np.random.default_rng(2)
     y = rng.random((600, 6)) < 0.2

@@ -39,7 +39,7 @@ import numpy as np
 from .._store import FolderLock, RunStore, ShardFileError, is_unwritable, unwritable_folder
 from .._validate import bad
 from ..engine.formula import And, Formula, Literal, Or
-from ..engine.result import Explanation, ExplanationResult, UnitExplanations
+from ..engine.result import Explanation, ExplanationResult, UnitExplanations, json_safe
 from .backends import ShardError
 
 __all__ = ["SHARD_FORMAT", "UnitStore", "decode_shard", "encode_shard"]
@@ -84,6 +84,7 @@ def encode_shard(res: ExplanationResult, start: int, stop: int) -> Payload:
         "start": start, "stop": stop,
         "extras": [dict(e.extras) for e in items],
         "reasons": [u.reason for u in res.units],
+        "certificates": [json_safe(u.certificate()) for u in res.units],
         "concept_names": res.concept_names, "undefined_concepts": list(res.undefined_concepts),
         "params": dict(res.params), "n_samples": res.n_samples,
     }
@@ -129,9 +130,11 @@ def decode_shard(payload: Payload, unit_ids: Sequence[Any] | None,
                  for r in range(j, j + count)]
         j += count
         uid = unit_ids[pos] if unit_ids is not None else pos
+        cert = (header.get("certificates") or [{}] * len(counts))[i]  # NaN is null in JSON
         units.append(UnitExplanations(items, unit=pos, unit_id=uid,
-                                      reason=header["reasons"][i]))
+                                      reason=header["reasons"][i], **cert))
     return units
+
 
 
 def _differences(theirs: Mapping[str, Any], ours: Mapping[str, Any]) -> str:

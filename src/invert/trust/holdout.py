@@ -406,10 +406,9 @@ def explain_holdout(
     for k, u in enumerate(res.units):
         uid = unit_ids[k] if unit_ids is not None else u.unit_id
         if u:
-            units.append(UnitExplanations(_unit_holdout(a[:, k], k, u, split), unit=k,
-                                          unit_id=uid))
+            units.append(u.derive(_unit_holdout(a[:, k], k, u, split), unit=k, unit_id=uid))
         else:
-            units.append(UnitExplanations(unit=k, unit_id=uid, reason=u.reason))
+            units.append(u.derive(unit=k, unit_id=uid))
     return HoldoutResult(units=units, concept_names=res.concept_names,
                          undefined_concepts=res.undefined_concepts,
                          params=_holdout_params(p, holdout, margin, split, random_state),
