@@ -145,9 +145,12 @@ class _Beam:
         """Entries at ``idx`` (k, T) (-1: empty slot)."""
         j = idx.clamp(min=0)
 
+        rows = torch.arange(j.shape[0], device=j.device).unsqueeze(1)
+
         def g(a: torch.Tensor) -> torch.Tensor:
-            shape = (*j.shape, *a.shape[2:])
-            return torch.gather(a, 1, j.view(*j.shape, *([1] * (a.ndim - 2))).expand(shape))
+            if a.ndim == 2:
+                return torch.gather(a, 1, j)
+            return a[rows, j]  # whole rows (masks, literals) copied at once
 
         out = _Beam(*(g(getattr(self, f)) for f in self._FIELDS))
         out.valid &= idx >= 0
@@ -282,6 +285,7 @@ class _ChunkSearch:
     ext_rank: torch.Tensor  # (k, 2C) position in the extension order (ls: not an extension)
     ext_ok: torch.Tensor  # (k, 2C) bool: the literal extends formulas
     ext_order: torch.Tensor  # (k, ls) the extension literals, in order
+    _totals: list[torch.Tensor]  # each product weight summed over all patterns (C, k | 1)
 
     def __init__(self, r2: torch.Tensor, counts: torch.Tensor, n: int, op: _ConceptOp,
                  p: SearchParams, zhash: torch.Tensor, sd: torch.Tensor | None = None):
@@ -372,9 +376,11 @@ class _ChunkSearch:
         stot = float(n) * (n + 1) if self.p.metric == "auroc" else 0.0  # centred sums total 0
         self.s_lit = torch.cat([sc, stot - sc], dim=1)  # (k, 2C)
         self.n_lit = torch.cat([nc, n - nc]).unsqueeze(0).expand(k, 2 * c)
+        self._totals = [sc.T, nc.unsqueeze(1)]  # sums over all patterns (C, k | 1)
         if self.p.dedupe:
             hc = self.op.tsum(self.z.unsqueeze(1))[:, 0]
             self.h_lit = torch.cat([hc, float(self.z.sum()) - hc]).unsqueeze(0).expand(k, 2 * c)
+            self._totals.append(hc.unsqueeze(1))
         else:
             self.h_lit = torch.zeros_like(self.n_lit)
         self.def_lit = (self.n_lit > 0) & (self.n_lit < n)
@@ -427,7 +433,7 @@ class _ChunkSearch:
         exact = self.p.metric == "auroc"
         bounds = self._probe_bound(beam, par, q, old_in, old_out, b, bx if explore else 0)
         self._beam_s2, self._beam_n1 = beam.s2, beam.n1
-        found = self._scan(q, par, bounds)
+        found = self._scan(q, par, bounds, (b, bx if explore else 0))
         pool = self._pool(beam, par, q, found, old_in, old_out)
         del q, found
         best = self._build(beam, pool, _pick(pool, pool.key_in, b, self.k, self.p.dedupe,
@@ -440,11 +446,12 @@ class _ChunkSearch:
 
     def _products(self, beam: _Beam, par: _Parents) -> Any:
         """The parents' masked sums ``S(b & c)``, ``n(b & c)`` (and hashes): (nw, C, P, k)."""
-        m = beam.mask.shape[2]
-        mask = torch.gather(beam.mask, 1, par.slot.unsqueeze(-1).expand(-1, -1, m))
-        mask &= par.ok.unsqueeze(-1)
+        rows = torch.arange(self.k, device=par.slot.device).unsqueeze(1)
+        mask = beam.mask[rows, par.slot]
+        if not bool(par.ok.all()):
+            mask &= par.ok.unsqueeze(-1)
         weights = [self.r2, self.counts] + ([self.z] if self.p.dedupe else [])
-        return self.op.masked_sums_t(mask, weights)
+        return self.op.masked_sums_t(mask, weights, self._totals)
 
     def _probe_bound(self, beam: _Beam, par: _Parents, q: Any, old_in: torch.Tensor,
                      old_out: torch.Tensor, b: int, bx: int
@@ -462,15 +469,25 @@ class _ChunkSearch:
         lit = lits.view(k, t, 1, 1).expand(shape)
         slot = torch.arange(pw, device=dev).view(1, 1, pw, 1).expand(shape)
         op = torch.arange(2, device=dev).view(1, 1, 1, 2).expand(shape)
-        keep = par.ok.view(k, 1, pw, 1).expand(shape)
         kind = (lit >= c).to(torch.int64) + 2 * op
-        probe = Found(kind[keep], (lit % c)[keep], slot[keep], row[keep])
+        probe = Found(kind.reshape(-1), (lit % c).reshape(-1), slot.reshape(-1),
+                      row.reshape(-1))
         pool = self._pool(beam, par, q, probe, old_in, old_out)
+        n_old, width = pool.n_old, t * pw * 2
+        keep = par.ok.view(k, 1, pw, 1).expand(shape).reshape(k, width)
         exact = self.p.metric == "auroc"
         rows = torch.arange(k, device=dev)
 
         def last_key(key: torch.Tensor, want: int) -> torch.Tensor:
-            sel = _pick(pool, key, want, k, self.p.dedupe, exact)[:, want - 1]
+            # the exact selection among the previous beam and each unit's best probed
+            # candidates (any subset of the pool gives a valid bound)
+            probed = key[n_old:n_old + k * width].reshape(k, width).masked_fill(~keep, _NEG_INF)
+            top = torch.topk(probed, min(width, 2 * want + 16), dim=1).indices
+            sub = torch.full_like(key, _NEG_INF)
+            sub[:n_old] = key[:n_old]
+            pos = n_old + rows.unsqueeze(1) * width + top
+            sub[pos] = probed.gather(1, top)
+            sel = _pick(pool, sub, want, k, self.p.dedupe, exact)[:, want - 1]
             return torch.where(sel >= 0, key[sel.clamp(min=0)], _NEG_INF)
 
         bound_in = torch.maximum(last_key(pool.key_in, b), old_in[rows, b - 1])
@@ -478,8 +495,8 @@ class _ChunkSearch:
             return bound_in, None
         return bound_in, torch.maximum(last_key(pool.key_out, bx), old_out[rows, b + bx - 1])
 
-    def _scan(self, q: Any, par: _Parents,
-              bounds: tuple[torch.Tensor, torch.Tensor | None]) -> Found:
+    def _scan(self, q: Any, par: _Parents, bounds: tuple[torch.Tensor, torch.Tensor | None],
+              wants: tuple[int, int]) -> Found:
         """The candidates whose key reaches its bound (k,) (see :mod:`invert.engine.scan`)."""
         c = self.c
         nan = torch.tensor(math.nan, dtype=torch.float64, device=par.ok.device)
@@ -495,7 +512,8 @@ class _ChunkSearch:
             n_neg=conv(self.n_lit[0, c:]), thr_in=conv(scale * thr_in),
             thr_out=conv(scale * thr_out) if thr_out is not None else None,
             lo=self.lo, hi=self.hi, n=self.n, negative=self.sign < 0,
-            dedupe=self.p.dedupe, sd=conv(self.sd) if self.sd is not None else None)
+            dedupe=self.p.dedupe, sd=conv(self.sd) if self.sd is not None else None,
+            want_in=wants[0], want_out=wants[1], ext_ok=self.ext_ok, n_lit=self.n_lit[0])
         return scan(inp)
 
     def _pool(self, beam: _Beam, par: _Parents, q: Any, f: Found, old_in: torch.Tensor,
@@ -548,29 +566,39 @@ class _ChunkSearch:
         )
 
     def _build(self, beam: _Beam, pool: _Pool, idx: torch.Tensor) -> _Beam:
-        """The pool entries at ``idx`` (k, T) (-1: empty slot) as a beam."""
+        """The pool entries at ``idx`` (k, T) (-1: empty slot) as a beam: a previous entry
+        is copied, a candidate is its parent's entry with the literal and op appended (its
+        mask computed for the new entries only)."""
         w = beam.mask.shape[1]
         ok_i = idx >= 0
         old = ok_i & (idx < pool.n_old)
+        new = ok_i & ~old
         rows = torch.arange(idx.shape[0], device=idx.device).unsqueeze(1)
-        old_part = beam.take(torch.where(old, idx - rows * w, -1))
-        j = torch.where(ok_i & ~old, idx - pool.n_old, pool.parent.numel() - 1)
-        par = beam.take(torch.where(ok_i & ~old, pool.parent[j], -1))
+        j = torch.where(new, idx - pool.n_old, pool.parent.numel() - 1)
+        src = torch.where(old, idx - rows * w, torch.where(new, pool.parent[j], 0))
+        base = beam.take(src)  # the entry itself, or the candidate's parent
         lit, op_i = pool.lit[j], pool.op[j]
-        lmask = self.op.literal_rows(lit)
-        new_mask = torch.where(op_i.bool().unsqueeze(-1), par.mask | lmask, par.mask & lmask)
-        slot = par.length.unsqueeze(-1)  # the new literal goes after the parent's
-        new_lits = par.lits.scatter(2, slot, lit.unsqueeze(-1))
-        new_ops = par.ops.scatter(2, slot, op_i.unsqueeze(-1))
-        sel_old = old.unsqueeze(-1)
+        if bool(new.any()):
+            lm = self.op.literal_rows(lit[new])  # (n_new, M)
+            m_new = base.mask[new]
+            is_or = op_i[new].bool()
+            m_new[~is_or] &= lm[~is_or]
+            m_new[is_or] |= lm[is_or]
+            base.mask[new] = m_new
+        slot = base.length.unsqueeze(-1)  # the new literal goes after the parent's
+        new_lits = base.lits.scatter(2, slot.clamp(max=base.lits.shape[2] - 1),
+                                     lit.unsqueeze(-1))
+        new_ops = base.ops.scatter(2, slot.clamp(max=base.ops.shape[2] - 1),
+                                   op_i.unsqueeze(-1))
+        sel_new = new.unsqueeze(-1)
         return _Beam(
-            lits=torch.where(sel_old, old_part.lits, new_lits),
-            ops=torch.where(sel_old, old_part.ops, new_ops),
-            length=torch.where(old, old_part.length, par.length + 1),
-            mask=torch.where(sel_old, old_part.mask, new_mask),
-            s2=torch.where(old, old_part.s2, pool.s[j]),
-            n1=torch.where(old, old_part.n1, pool.n[j]),
-            h=torch.where(old, old_part.h, pool.h[j]),
-            valid=torch.where(old, old_part.valid, par.valid) & ok_i,
-            fresh=ok_i & ~old,
+            lits=torch.where(sel_new, new_lits, base.lits),
+            ops=torch.where(sel_new, new_ops, base.ops),
+            length=torch.where(new, base.length + 1, base.length),
+            mask=base.mask,
+            s2=torch.where(new, pool.s[j], base.s2),
+            n1=torch.where(new, pool.n[j], base.n1),
+            h=torch.where(new, pool.h[j], base.h),
+            valid=base.valid & ok_i,
+            fresh=new,
         )

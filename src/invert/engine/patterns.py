@@ -79,13 +79,17 @@ class _ConceptOp:
         nnz = pmat.nnz if sp.issparse(pmat) else int(np.count_nonzero(pmat))
         density = nnz / max(1, m * c)
         self.sparse = density < 0.1 if sparse is None else sparse
-        self._scipy: Any = None  # P^T and P as scipy CSR (sparse products on CPU)
+        # P as scipy CSR and P^T as its CSC transpose (products with dense operands walk
+        # the patterns in order, adding into the concepts' rows: ascending pattern order,
+        # as a CSR P^T would, and several times faster)
+        self._scipy: Any = None
         self._scipy_p: Any = None
         if use_scipy is None:
             use_scipy = device.type == "cpu"
         if self.sparse and use_scipy:
-            self._scipy = sp.csr_matrix(pmat.T, dtype=np.float64)
             self._scipy_p = sp.csr_matrix(pmat, dtype=np.float64)
+            self._scipy_p.sort_indices()
+            self._scipy = self._scipy_p.T
         elif self.sparse:
             self.pt = _torch_csr(pmat, device)
         else:
@@ -113,7 +117,8 @@ class _ConceptOp:
         q = self.masked_sums_t(mask, weights)
         return (torch.from_numpy(q) if isinstance(q, np.ndarray) else q).permute(0, 3, 2, 1)
 
-    def masked_sums_t(self, mask: torch.Tensor, weights: list[torch.Tensor]) -> Any:
+    def masked_sums_t(self, mask: torch.Tensor, weights: list[torch.Tensor],
+                      totals: list[torch.Tensor] | None = None) -> Any:
         """``sum_m mask[k, w, m] * weight[m, k] * P[m, c]`` for each weight, as
         (len(weights), C, W, k): the unit axis innermost, for the scan. A numpy array on the
         scipy path (CPU), else a tensor.
@@ -121,11 +126,13 @@ class _ConceptOp:
         ``weights`` are (M, k) (per unit) or (M,) vectors over patterns. With many patterns on
         CPU the masked weights are a sparse matrix (beam supports are small), so the product
         is sparse x sparse; otherwise it is one dense (or sparse x dense) product. Sums run
-        over patterns in ascending order on the scipy paths."""
+        over patterns in ascending order on the scipy paths. ``totals``: each weight's sums
+        over all patterns, ``P^T @ weight`` (C, k | 1), if known (the sparse path sums dense
+        masks over their complement)."""
         k, w, m = mask.shape
         nw = len(weights)
         if self._scipy_p is not None and m > 4096:
-            return self._sparse_masked_sums(mask, weights)
+            return self._sparse_masked_sums(mask, weights, totals)
         if self._scipy is not None:
             mk = mask.numpy().transpose(2, 1, 0)  # (M, W, k)
             xt = np.empty((m, w, k), dtype=np.float64)
@@ -141,29 +148,31 @@ class _ConceptOp:
         del maskf
         return (self.pt @ x.T).reshape(self.c, nw, k, w).permute(1, 0, 3, 2).contiguous()
 
-    def _sparse_masked_sums(self, mask: torch.Tensor, weights: list[torch.Tensor]
-                            ) -> np.ndarray:
-        """:meth:`masked_sums_t` as scipy sparse x sparse products (CPU, many patterns)."""
+    def _sparse_masked_sums(self, mask: torch.Tensor, weights: list[torch.Tensor],
+                            totals: list[torch.Tensor] | None = None) -> np.ndarray:
+        """:meth:`masked_sums_t` from the masks' nonzeros (CPU, many patterns): each
+        (pattern, entry) of a mask adds its weight to the entry's sums of the pattern's
+        concepts (:func:`_scatter_sums`); masks denser than half are summed over their
+        complement: sum over b = (sum over all patterns) - (sum over ~b)."""
         k, w, m = mask.shape
         nw = len(weights)
-        # masks denser than half are summed over their complement:
-        # sum over b = (sum over all patterns) - (sum over ~b)
         mk = mask.numpy()
-        flip = mk.mean(axis=2) > 0.5  # (k, W)
-        kk, ww, mm = np.nonzero(mk ^ flip[:, :, None])
-        cols = ww * k + kk
-        out = np.empty((nw, self.c, w, k), dtype=np.float64)
+        flip = 2 * np.count_nonzero(mk, axis=2) > m  # (k, W)
+        nz = np.flatnonzero(mk ^ flip[:, :, None] if flip.any() else mk)
+        kk, rest = np.divmod(nz, w * m)
+        ww, mm = np.divmod(rest, m)
+        del nz, rest
+        vals = [(wt.numpy()[mm, kk] if wt.ndim == 2 else wt.numpy()[mm]) for wt in weights]
+        out = _scatter_sums(self._scipy_p, mm, ww * k + kk, vals, w * k)
+        out = out.reshape(nw, self.c, w, k)
         fk, fw = np.nonzero(flip)
-        for i, wt in enumerate(weights):
-            wn = wt.numpy()
-            xt = sp.csr_matrix((wn[mm, kk] if wn.ndim == 2 else wn[mm], (mm, cols)),
-                               shape=(m, w * k))
-            q = (self._scipy @ xt).toarray().reshape(self.c, w, k)
-            if fk.size:
-                total = np.asarray(self._scipy @ wn.reshape(m, -1))  # (C, k|1)
+        if fk.size:
+            for i, wt in enumerate(weights):
+                wn = wt.numpy()
+                total = (totals[i].numpy() if totals is not None
+                         else np.asarray(self._scipy @ wn.reshape(m, -1)))  # (C, k|1)
                 tot = total[:, fk] if total.shape[1] > 1 else total[:, :1]
-                q[:, fw, fk] = tot - q[:, fw, fk]
-            out[i] = q
+                out[i][:, fw, fk] = tot - out[i][:, fw, fk]
         return out
 
     def literal_rows(self, lit: torch.Tensor) -> torch.Tensor:
@@ -172,11 +181,54 @@ class _ConceptOp:
         neg = (lit >= self.c).unsqueeze(-1)
         if self.rows is not None:
             rows = self.rows[conc]
-        else:
+        else:  # rows of the CSR P^T, written out
             flat = conc.reshape(-1).cpu().numpy()
-            rows = torch.from_numpy(self._csr[flat].toarray()).to(self.device)
-            rows = rows.reshape(*conc.shape, self.m)
+            ptr, ind = self._csr.indptr, self._csr.indices
+            lens = ptr[flat + 1] - ptr[flat]
+            owner = np.repeat(np.arange(flat.size), lens)
+            pos = np.arange(owner.size) - np.repeat(np.cumsum(lens) - lens, lens)
+            out = np.zeros((flat.size, self.m), dtype=bool)
+            out[owner, ind[ptr[flat][owner] + pos]] = True
+            rows = torch.from_numpy(out).to(self.device).reshape(*conc.shape, self.m)
         return rows ^ neg
+
+
+#: (pattern, entry, concept) triples handled at once by :func:`_scatter_sums`.
+_SCATTER_PAIRS = 1 << 23
+
+
+def _scatter_sums(p: Any, pat: np.ndarray, col: np.ndarray, vals: list[np.ndarray],
+                  width: int) -> np.ndarray:
+    """``out[i, c, r] = sum over nonzeros t with col[t] == r of vals[i][t] * P[pat[t], c]``
+    for the 0/1 CSR matrix ``p`` (M, C): (len(vals), C, width).
+
+    The nonzeros come grouped by ``col`` (an entry) with ascending patterns within, so each
+    output is summed in ascending pattern order, as a sparse product would; batches of about
+    :data:`_SCATTER_PAIRS` triples end where an entry ends."""
+    c = p.shape[1]
+    out = np.zeros((len(vals), c * width), dtype=np.float64)
+    deg = np.diff(p.indptr)[pat]
+    ends = np.cumsum(deg)
+    bounds = np.append(np.flatnonzero(col[1:] != col[:-1]) + 1, pat.size)  # entries end
+    t0 = 0
+    while t0 < pat.size:
+        base = ends[t0 - 1] if t0 else 0
+        target = int(np.searchsorted(ends, base + _SCATTER_PAIRS, side="right"))
+        j = int(np.searchsorted(bounds, target, side="right")) - 1
+        if j >= 0 and bounds[j] > t0:
+            t1 = int(bounds[j])
+        else:  # one entry alone is larger than a batch
+            t1 = int(bounds[np.searchsorted(bounds, t0, side="right")])
+        d = deg[t0:t1]
+        owner = np.repeat(np.arange(t1 - t0), d)
+        pos = np.arange(owner.size) - np.repeat(ends[t0:t1] - d - base, d)
+        pos += p.indptr[pat[t0:t1]][owner]
+        flat = p.indices[pos].astype(np.int64) * width + col[t0:t1][owner]
+        del pos
+        for i, v in enumerate(vals):
+            out[i] += np.bincount(flat, weights=v[t0:t1][owner], minlength=c * width)
+        t0 = t1
+    return out
 
 
 def _torch_csr(pmat: Any, device: torch.device) -> torch.Tensor:
