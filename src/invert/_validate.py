@@ -24,6 +24,7 @@ __all__ = [
     "check_int",
     "check_interval",
     "check_memory_budget",
+    "check_progress",
     "check_random_state",
     "DEFAULT_MEMORY_BUDGET",
 ]
@@ -134,3 +135,10 @@ def check_memory_budget(name: str, value: Any, *, minimum: int = 1 << 20) -> int
             raise bad(name, f"a finite size of at least {minimum} bytes, e.g. '2GiB'", value)
         return int(number * scale)
     return check_int(name, value, minimum=minimum)
+
+
+def check_progress(name: str, value: Any) -> Any:
+    """None or a callable (``progress(units_done, n_units)``)."""
+    if value is not None and not callable(value):
+        raise bad(name, "a callable progress(units_done, n_units) or None", value)
+    return value

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
@@ -116,14 +117,21 @@ class InMemory:
 
     @property
     def dtype(self) -> np.dtype:
+        """The dtype :meth:`read` returns (a bfloat16 tensor is read as float32)."""
         a = self.array
-        return np.dtype(str(a.dtype).removeprefix("torch.")) if isinstance(
-            a, torch.Tensor) else a.dtype
+        if isinstance(a, torch.Tensor):
+            return np.dtype(np.float32) if a.dtype == torch.bfloat16 else np.dtype(
+                str(a.dtype).removeprefix("torch."))
+        return a.dtype
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Columns ``start:stop`` as a C-contiguous numpy array."""
+        """Columns ``start:stop`` as a C-contiguous numpy array (a bfloat16 tensor's as
+        float32, which holds every bfloat16 value exactly)."""
         if isinstance(self.array, torch.Tensor):
-            return np.ascontiguousarray(self.array[:, start:stop].detach().cpu().numpy())
+            cols = self.array[:, start:stop].detach().cpu()
+            if cols.dtype == torch.bfloat16:
+                cols = cols.to(torch.float32)
+            return np.ascontiguousarray(cols.numpy())
         return np.ascontiguousarray(self.array[:, start:stop])
 
 
@@ -138,6 +146,22 @@ class _Activations:
         self.source = source
         self.data = source.array if isinstance(source, InMemory) else None
         self.shape = source.shape
+
+    @property
+    def min_read_bytes(self) -> int:
+        """The smallest read buffer of a ``.npy`` file: one row (one column of a
+        Fortran-order file); 0 in memory."""
+        src = self.source
+        if not isinstance(src, NpyColumns):
+            return 0
+        return np.dtype(src.dtype).itemsize * (src.shape[0] if src.fortran else src.shape[1])
+
+    def limit_reads(self, nbytes: int) -> None:
+        """Read a ``.npy`` file through a buffer of at most ``nbytes`` (at least one row or
+        column of the file)."""
+        if isinstance(self.source, NpyColumns):
+            self.source = replace(self.source, read_chunk=max(1, min(
+                self.source.read_chunk, nbytes)))
 
     def block(self, sl: slice, exact: bool = False) -> np.ndarray:
         """Columns ``sl`` as a C-contiguous numpy array of floats; with ``exact``, integer
@@ -224,18 +248,57 @@ def _checked(src: NpyColumns | InMemory) -> NpyColumns | InMemory:
     return src
 
 
+#: Bytes of activations the finiteness check reads (or views) at a time.
+_FINITE_CHUNK = 4 << 20
+
+
+def _pieces(source: NpyColumns | InMemory, nbytes: int) -> Iterator[tuple[int, int, Any]]:
+    """The whole (N, K) layer as pieces ``(row, column, array)`` of about ``nbytes``,
+    in storage order: a ``.npy`` file read front to back (row bands, or column bands of a
+    Fortran-order file) into one reused buffer; an in-memory array or tensor as row bands
+    (views, no copies)."""
+    n, k = source.shape
+    if isinstance(source, InMemory):
+        a = source.array
+        itemsize = a.element_size() if isinstance(a, torch.Tensor) else a.itemsize
+        rows = max(1, nbytes // max(1, k * itemsize))
+        for r0 in range(0, n, rows):
+            yield r0, 0, a[r0:r0 + rows]
+        return
+    dt = np.dtype(source.dtype)
+    if source.fortran:  # stored column after column
+        width, count, outer = n, k, 1
+    else:
+        width, count, outer = k, n, 0
+    lines = max(1, nbytes // max(1, width * dt.itemsize))
+    buf = np.empty((min(lines, count), width), dtype=dt)
+    with open(source.path, "rb", buffering=0) as f:
+        f.seek(source.offset)
+        for l0 in range(0, count, lines):
+            part = buf[: min(lines, count - l0)]
+            _read_into(f, part)
+            yield (0, l0, part.T) if outer else (l0, 0, part)
+
+
 def _check_finite(src: _Activations) -> None:
-    n, k = src.shape
-    step = max(1, (1 << 26) // (8 * n))  # about 64 MiB per check
-    for s0 in range(0, k, step):
-        blk = src.block(slice(s0, s0 + step))
-        finite = np.isfinite(blk)
-        if not finite.all():
-            rows, cols = np.nonzero(~finite)
-            raise bad("activations", "finite numbers (no NaN or inf)",
-                      f"{int((~finite).sum())} non-finite values in units {s0}.."
-                      f"{s0 + blk.shape[1] - 1}, the first at row {int(rows[0])}, "
-                      f"unit {s0 + int(cols[0])}", raw=True)
+    """Raise unless every activation is finite; reads the layer once, a bounded piece at a
+    time (:data:`_FINITE_CHUNK` bytes: a memory-mapped or on-disk layer is never read
+    whole, nor widened). Integer and boolean activations are finite by type."""
+    if not np.issubdtype(np.dtype(src.source.dtype), np.floating):
+        return
+    bad_count, first = 0, None
+    for r0, c0, piece in _pieces(src.source, _FINITE_CHUNK):
+        nonfinite = (~torch.isfinite(piece)).cpu().numpy() if isinstance(
+            piece, torch.Tensor) else ~np.isfinite(piece)
+        hits = int(np.count_nonzero(nonfinite))
+        if hits and first is None:
+            i, j = np.argwhere(nonfinite)[0]
+            first = (r0 + int(i), c0 + int(j))
+        bad_count += hits
+    if first is not None:
+        raise bad("activations", "finite numbers (no NaN or inf)",
+                  f"{bad_count} non-finite values, the first at row {first[0]}, "
+                  f"unit {first[1]}", raw=True)
 
 
 def _as_activations(activations: ActivationsLike) -> tuple[_Activations, list[Any] | None]:

@@ -94,17 +94,20 @@ class SearchParams:
     def chunk_units(self, n: int, m: int, c: int, budget: int) -> int:
         """Units ranked at once (a chunk) so that its working memory fits ``budget`` bytes,
         for ``n`` samples, ``m`` label patterns and ``c`` concepts."""
+        return max(1, min(_MAX_UNITS, budget // self.unit_bytes(n, m, c)))
+
+    def unit_bytes(self, n: int, m: int, c: int) -> int:
+        """Working memory of one unit of a chunk (bytes)."""
         w = self.width
         ls = self.n_extensions(c)
-        per_unit = (
+        return max(1, (
             8 * 7 * n  # ranking
             + 8 * 3 * m  # pattern rank sums
             + 8 * 2 * 2 * w * m  # masked rank sums and counts
             + 8 * 2 * w * c  # products
             + 8 * 2 * w * ls * 9  # candidate statistics
             + 2 * w * m * 8  # materialised masks
-        )
-        return max(1, min(_MAX_UNITS, budget // max(1, per_unit)))
+        ))
 
     def search_block(self, m: int, c: int, budget: int, device: torch.device) -> int:
         """Units searched at once: on CPU at most :data:`_CPU_BLOCK_UNITS`, with their

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -41,6 +42,7 @@ from .._validate import (
     check_int,
     check_interval,
     check_memory_budget,
+    check_progress,
 )
 from .beam import _Beam, _ChunkSearch
 from .certify import (
@@ -58,14 +60,16 @@ from .patterns import _collapse, _ConceptOp, _Patterns, _support_hash
 from .result import Explanation, ExplanationResult, UnitExplanations
 from .stats import (
     auroc_from_ranksum,
+    centred_activations,
     mannwhitney_pvalues,
     pattern_ranksums,
     pattern_ranksums_torch,
+    rank_keys_torch,
 )
 from .threads import default_threads, ordered_map, torch_threads
 
 __all__ = ["explain", "SEARCH_PARAMS", "check_search_params", "check_certify_params",
-           "CERTIFIED_METRICS", "DEFAULT_TIME_BUDGET"]
+           "CERTIFIED_METRICS", "DEFAULT_TIME_BUDGET", "memory_floor"]
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +237,7 @@ def explain(
     optimal, time_budget = check_certify_params(optimal, time_budget, p)
     budget = check_memory_budget("memory_budget", memory_budget)
     kernel = check_choice("kernel", kernel, ("auto", "torch"))
-    if progress is not None and not callable(progress):
-        raise bad("progress", "a callable progress(units_done, n_units) or None", progress)
+    progress = check_progress("progress", progress)
     if threads is not None:
         threads = check_int("threads", threads, minimum=1)
     acts, ids = _activations_and_ids(activations, unit_ids)
@@ -243,7 +246,8 @@ def explain(
     dev = resolve_device(device, acts)
     workers = default_threads(dev) if threads is None else threads
     layer = _Layer.prepare(y, p, dev, budget, torch_path=dev.type != "cpu" or kernel == "torch",
-                           optimal=optimal, threads=workers)
+                           optimal=optimal, threads=workers, read_bytes=acts.min_read_bytes)
+    acts.limit_reads(layer.budget // 8)
     clock = _Clock(time_budget, acts.shape[1])
     with torch_threads(1):
         units, undefined = _search_units(acts, layer, names, ids, progress, clock)
@@ -313,28 +317,40 @@ class _Layer:
     block: int  # units ranked and searched at once (by one worker)
     threads: int  # workers
     optimal: bool = False  # prove the answers (engine.certify)
+    budget: int = 0  # bytes of working memory the chunks and blocks are sized for
     voc: PatternVocabulary | None = None  # the patterns prepared for the proofs
     _columns: LabelColumns | None = None  # the patterns' concept columns (built when needed)
 
     @classmethod
     def prepare(cls, y: Any, p: SearchParams, dev: torch.device, budget: int,
-                torch_path: bool, optimal: bool = False, threads: int = 1) -> _Layer:
-        """Collapse the labels ``y`` (N, C) into patterns and size the chunks."""
+                torch_path: bool, optimal: bool = False, threads: int = 1,
+                read_bytes: int = 0) -> _Layer:
+        """Collapse the labels ``y`` (N, C) into patterns and size the chunks within
+        ``budget`` bytes, or within the floor (:func:`memory_floor`) when it is higher (with
+        a warning); ``read_bytes``: the smallest read of the activations
+        (:attr:`~invert.engine.inputs._Activations.min_read_bytes`)."""
         n, c = y.shape
         pats = _collapse(y)
         m = len(pats.counts)
         log.debug("explain: N=%d C=%d -> %d label patterns", n, c, m)
+        floor = memory_floor(p, n, m, c, read_bytes)
+        if budget < floor:
+            warnings.warn(f"memory_budget {budget / 2**20:.1f} MiB is below the floor "
+                          f"{floor / 2**20:.1f} MiB for this problem; using "
+                          f"{floor / 2**20:.1f} MiB", RuntimeWarning, stacklevel=3)
+            budget = floor
         op = _ConceptOp(pats.matrix, dev, use_scipy=not torch_path)
         voc = (prepare_vocabulary(pats.matrix, pats.counts, n) if optimal and p.length > 1
                else None)
+        chunk, block = p.chunk_units(n, m, c, budget), p.search_block(m, c, budget, dev)
         return cls(
             p=p, n=n, c=c, pats=pats, op=op, device=dev, torch_path=torch_path,
             inverse=torch.from_numpy(pats.inverse).to(dev),
             counts=torch.from_numpy(pats.counts.astype(np.float64)).to(dev),
-            zhash=_support_hash(m, dev),
-            chunk=p.chunk_units(n, m, c, budget),
-            block=p.search_block(m, c, budget, dev),
-            threads=threads, optimal=optimal, voc=voc,
+            zhash=_support_hash(m, dev), chunk=chunk, block=block,
+            # no more workers than a chunk has blocks (idle threads only cost memory)
+            threads=max(1, min(threads, -(-chunk // block))), optimal=optimal, voc=voc,
+            budget=budget,
         )
 
     @property
@@ -362,6 +378,17 @@ class _Layer:
         p = self.p
         return {"min_fraction": p.min_fraction, "max_fraction": p.max_fraction,
                 "mode": p.mode, "metric": p.metric}
+
+
+def memory_floor(p: SearchParams, n: int, m: int, c: int, read_bytes: int = 0) -> int:
+    """The working memory (bytes) of a search of ``n`` samples, ``m`` label patterns and
+    ``c`` concepts that no ``memory_budget`` can lower: what every chunk shares (the
+    label patterns, their hashes and the concept products: ``64 n + m (9 c + 24)``), one
+    unit's chunk and block (:meth:`SearchParams.unit_bytes`,
+    :meth:`SearchParams.block_bytes_per_unit`) and the smallest read buffer of a ``.npy``
+    file (``read_bytes``: one row). The label matrix the caller passes is not counted."""
+    shared = 64 * n + m * (9 * c + 24)
+    return shared + p.unit_bytes(n, m, c) + p.block_bytes_per_unit(m, c) + read_bytes
 
 
 class _Clock:
@@ -416,14 +443,14 @@ def _chunk_sums(layer: _Layer, block: np.ndarray) -> _ChunkSums:
         pr2_np, tie_np = pattern_ranksums(block, inverse, m)
         pr2 = torch.from_numpy(pr2_np)
     else:
-        a = torch.from_numpy(block).to(device=dev, dtype=torch.float64)
+        a = rank_keys_torch(block, dev)  # exact: int64 stays int64
         pr2, tie = pattern_ranksums_torch(a, layer.inverse, m)
         tie_np = tie.cpu().numpy()
         del a
     out = _ChunkSums(pr2, tie_np)
     if layer.p.metric == "point_biserial":
-        centred = block.astype(np.float64) - block.mean(axis=0, dtype=np.float64)
-        out.sd = torch.from_numpy(np.sqrt((centred**2).mean(axis=0))).to(dev)
+        centred, sd = centred_activations(block)  # at a safe scale: r does not depend on it
+        out.sd = torch.from_numpy(sd).to(dev)
         out.centred = torch.from_numpy(np.stack(
             [np.bincount(inverse, weights=centred[:, j], minlength=m)
              for j in range(pr2.shape[1])], axis=1)).to(dev)
@@ -692,7 +719,7 @@ def _exact_pvalue(pattern_mask: np.ndarray, inverse: np.ndarray, acts: np.ndarra
     """The p-value (and log10) of scipy's 'auto' method, which uses the exact distribution
     for a group of at most 8 samples without ties (``log10_p`` stays where it is 0)."""
     mask = pattern_mask[inverse]
-    a_u = acts.astype(np.float64)
+    a_u = sps.rankdata(acts)  # the test depends on ranks only; exact for int64 above 2**53
     p_val = float(sps.mannwhitneyu(a_u[~mask], a_u[mask],
                                    alternative="two-sided", method="auto").pvalue)
     return p_val, (math.log10(p_val) if p_val > 0 else log10_p)

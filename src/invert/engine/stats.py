@@ -309,6 +309,52 @@ def pattern_ranksums_torch(values: torch.Tensor, inverse: torch.Tensor,
     return out, tie
 
 
+def rank_keys_torch(values: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``values`` (N, K) as a tensor that sorts and ties exactly as the values do: floats as
+    float64 (float16 and float32 widen exactly), integers and booleans as int64 (uint64
+    shifted by ``2**63``, which keeps its order), so int64 values above ``2**53`` keep
+    their distinct ranks on the torch path too."""
+    if values.dtype == np.uint64:
+        keys = (values ^ np.uint64(1 << 63)).view(np.int64)
+        return torch.from_numpy(np.ascontiguousarray(keys)).to(device)
+    if np.issubdtype(values.dtype, np.integer) or values.dtype == np.bool_:
+        return torch.from_numpy(values.astype(np.int64, copy=False)).to(device)
+    return torch.from_numpy(values).to(device=device, dtype=torch.float64)
+
+
+def centred_activations(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit's centred activations and standard deviation, computed at a scale where
+    neither overflows nor underflows (for the point-biserial correlation, which does not
+    depend on the scale).
+
+    Each column is first divided by the power of two just above its largest absolute value
+    (exact in floating point), so activations of any magnitude (``1e160``,
+    ``1e-175``) give the same correlations; integers (int64 above ``2**53`` too) are taken
+    exactly as differences from the column's minimum before conversion.
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape (N, K)
+        Finite real activations (any real dtype).
+
+    Returns
+    -------
+    centred : numpy.ndarray, float64, shape (N, K)
+        ``(x - mean) / 2**e`` per column.
+    sd : numpy.ndarray, float64, shape (K,)
+        The population standard deviation of ``centred`` (0 for a constant unit).
+    """
+    if np.issubdtype(values.dtype, np.integer):
+        low = values.min(axis=0)  # differences modulo 2**64: exact for any int64/uint64
+        d = (values.astype(np.uint64) - low.astype(np.uint64)).astype(np.float64)
+    else:
+        d = values.astype(np.float64)
+    _, expo = np.frexp(np.abs(d).max(axis=0))
+    d = np.ldexp(d, -expo)  # entries within [-1, 1]
+    d -= d.mean(axis=0)
+    return d, np.sqrt((d * d).mean(axis=0))
+
+
 def hanley_mcneil_interval(auroc, n_pos, n_neg, z: float = 1.959963984540054):
     """Hanley & McNeil (1982) Wald interval ``A -/+ z sqrt(Var)`` of an AUROC, clipped to
     [0, 1] (vectorised; NaN where a group is empty). ``Var = (A (1 - A) + (n1 - 1)(Q1 - A^2)

@@ -13,12 +13,13 @@ from ..engine.inputs import ActivationsLike, ConceptsLike, as_activations, as_la
 from ..engine.result import Explanation, ExplanationResult
 
 
-def whole_inputs(activations: ActivationsLike, concepts: ConceptsLike
+def whole_inputs(activations: ActivationsLike, concepts: ConceptsLike, exact: bool = False
                  ) -> tuple[np.ndarray, list[Any] | None, Any, list[str] | None]:
-    """Checked activations as one (N, K) float array, their unit ids, the checked (N, C)
-    labels (numpy bool or scipy CSR bool) and the concept names (or None)."""
+    """Checked activations as one (N, K) float array (with ``exact``, integers keep their
+    dtype: int64 above 2**53 stays exact), their unit ids, the checked (N, C) labels (numpy
+    bool or scipy CSR bool) and the concept names (or None)."""
     acts, unit_ids = as_activations(activations)
-    a = acts.block(slice(None))
+    a = acts.block(slice(None), exact=exact)
     y, names = as_labels(concepts, a.shape[0])
     return a, unit_ids, y, names
 

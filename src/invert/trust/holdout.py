@@ -273,9 +273,9 @@ def _unit_holdout(values: np.ndarray, k: int, u: UnitExplanations,
     n_found = len(u)
     cands, search_rank = _candidates(u, split.margin is not None)
     m_h, r_h, n1_h, auc_h, pv_h, lp_h = _split_figures(
-        values[split.holdout_index].astype(np.float64), split.cols_holdout, cands)
+        values[split.holdout_index], split.cols_holdout, cands)
     ci_lo, ci_hi = delong_intervals(r_h, m_h, split.level)
-    added = _ancestor_explanations(values[split.search_index].astype(np.float64), k, cands,
+    added = _ancestor_explanations(values[split.search_index], k, cands,
                                    n_found, split)
     order = list(range(n_found))
     if split.margin is not None:
@@ -395,7 +395,7 @@ def explain_holdout(
     margin = _check_parsimony(parsimony)
     level = check_level(level)
     kwargs = _check_search_kwargs(search_kwargs)
-    a, unit_ids, y, names = whole_inputs(activations, concepts)
+    a, unit_ids, y, names = whole_inputs(activations, concepts, exact=True)
     s_idx, h_idx = stratified_split(y, holdout, random_state)
     y_s, y_h = y[s_idx], y[h_idx]
     res = explain(a[s_idx], Labels(names, y_s), **kwargs)
