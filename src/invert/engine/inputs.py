@@ -238,6 +238,13 @@ def _as_array(values: Any) -> np.ndarray | torch.Tensor:
 
 
 def _checked(src: NpyColumns | InMemory) -> NpyColumns | InMemory:
+    """``src`` if it holds a 2-D, non-empty array of real numbers (raises otherwise)."""
+    dt = np.dtype(src.dtype)
+    if dt.kind == "c":
+        raise bad("activations", "real numbers", f"dtype {dt}", raw=True)
+    if dt.kind not in "biuf":
+        raise bad("activations", "an array of numbers, shape (N,) or (N, K)", f"dtype {dt}",
+                  raw=True)
     shape = tuple(src.array.shape) if isinstance(src, InMemory) else src.shape
     if len(shape) != 2:
         raise bad("activations", "shape (N,) or (N, K)", f"shape {shape}", raw=True)

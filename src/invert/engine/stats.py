@@ -167,7 +167,8 @@ def _float32_exact(values: np.ndarray) -> bool:
         return bool(values.min() >= -(1 << 24) and values.max() <= (1 << 24))
     if values.dtype != np.float64:
         return False  # longdouble
-    return bool(np.array_equal(values.astype(np.float32), values))
+    with np.errstate(over="ignore"):  # |x| > 3.4e38 casts to inf: not float32-exact
+        return bool(np.array_equal(values.astype(np.float32), values))
 
 
 def _transpose_into(out: np.ndarray, vals: np.ndarray, rows: int = 512) -> None:
@@ -319,7 +320,7 @@ def rank_keys_torch(values: np.ndarray, device: torch.device | str = "cpu") -> t
         return torch.from_numpy(np.ascontiguousarray(keys)).to(device)
     if np.issubdtype(values.dtype, np.integer) or values.dtype == np.bool_:
         return torch.from_numpy(values.astype(np.int64, copy=False)).to(device)
-    return torch.from_numpy(values).to(device=device, dtype=torch.float64)
+    return torch.from_numpy(values.astype(np.float64, copy=False)).to(device)
 
 
 def centred_activations(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
