@@ -324,3 +324,12 @@ def test_finiteness_check_of_in_memory_arrays_does_not_copy_them():
     t[5, 7] = float("inf")
     with pytest.raises(InvalidParameterError, match="the first at row 5, unit 7"):
         as_activations(t)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_int64_above_2_53_on_cuda():
+    y = _labels(300, 4, 21)
+    a = _big_ints(y, 22)
+    res = engine.explain(torch.from_numpy(a).cuda(), y, length=2, beam_size=3)
+    assert all(len(u) == 3 for u in res)
+    _check_aurocs(res, a, y)

@@ -113,8 +113,10 @@ def explain(
     Parameters
     ----------
     activations : array-like or torch.Tensor, shape (N,) or (N, K)
-        Activations of K units over N samples (finite numbers). An object with a
-        ``unit_ids`` attribute (an activation set) names the units.
+        Activations of K units over N samples (finite real numbers), ranked as given:
+        float64 as float64, integers exactly (int64 above 2**53 too); float16 and bfloat16
+        are widened to float32 (exactly). An object with a ``unit_ids`` attribute (an
+        activation set) names the units.
     concepts : array-like, torch.Tensor, scipy.sparse matrix or concept set, shape (N, C)
         Boolean (or 0/1) concept labels. A concept set (an object with ``names`` and
         ``matrix``) makes formulas print concept names.
@@ -137,8 +139,12 @@ def explain(
     device : str or torch.device, optional
         Where to compute (``"cpu"``, ``"cuda"``); default: where ``activations`` lives.
     memory_budget : int or str, optional
-        Working memory per chunk of units (bytes, or a size such as ``"2GiB"``);
-        default 1 GiB.
+        Working memory of the search (bytes, or a size such as ``"2GiB"``; default 1 GiB):
+        the chunks of units read, ranked and searched at once, and the read buffer of a
+        ``.npy`` file. It does not count the inputs themselves. A budget below the floor of
+        the problem (one unit's working memory plus what all units share:
+        :func:`invert.engine.search.memory_floor`) warns ``memory_budget X MiB is below the
+        floor Y MiB for this problem; using Y MiB`` and uses the floor.
     progress : callable, optional
         Called as ``progress(units_done, n_units)`` after each block of units (e.g. to
         update a progress bar).
@@ -146,7 +152,9 @@ def explain(
         What the search maximises. ``"point_biserial"`` (the correlation of the formula's
         0/1 labels with the raw activations) decomposes over label patterns like AUROC
         (sums of activations instead of rank sums); the reported ``auroc`` and p-values stay
-        exact, and the metric's value is the ``point_biserial`` extra.
+        exact, and the metric's value is the ``point_biserial`` extra. It does not depend
+        on the activations' scale (each unit is rescaled by a power of two and centred
+        first, so ``1e-300`` to ``1e300`` neither underflow nor overflow).
     unit_ids : sequence, optional
         Names of the K units (default: those of an activation set, else positions).
     kernel : {"auto", "torch"}
