@@ -33,6 +33,8 @@ def explain(
     random_state=None,
     parsimony: float | str | None = "auto",
     metric: str = "auroc",
+    top_q: float | None = None,
+    relative_min: bool = False,
     unit_ids: Sequence[Any] | None = None,
     optimal: bool = False,
     time_budget: float = DEFAULT_TIME_BUDGET,
@@ -86,11 +88,20 @@ def explain(
     parsimony : float, "auto" or None
         With a holdout: a longer formula replaces a shorter one only when its held-out AUROC
         is higher by more than this margin ("auto": 0.005; None: off).
-    metric : {"auroc", "point_biserial"}
+    metric : {"auroc", "point_biserial", "top_f1"}
         What the search maximises. ``"point_biserial"`` (the correlation of the formula's
         0/1 labels with the raw activations) decomposes over label patterns like AUROC
-        (sums of activations instead of rank sums); the reported ``auroc`` and p-values stay
-        exact, and the metric's value is the ``point_biserial`` extra.
+        (sums of activations instead of rank sums); ``"top_f1"`` (the F1 of the formula
+        against the unit's top activations: labels for the peak) too (counts of top samples).
+        The reported ``auroc`` and p-values stay exact, and the metric's value is an extra of
+        that name (with ``top_f1`` also ``top_precision``, ``top_recall``, ``top_q``,
+        ``top_size``).
+    top_q : float in (0, 1), optional
+        With ``metric="top_f1"``, the share of top activations (default: a sparse unit's
+        firing rate, else 0.005; see :func:`invert.engine.search.explain`).
+    relative_min : bool, default False
+        With ``metric="top_f1"``, ``min_fraction`` is relative to each unit's top set (a
+        formula holds on at least ``min_fraction`` times as many samples).
     unit_ids : sequence, optional
         Names of the K units (default: those of an activation set, else positions).
     optimal : bool, default False
@@ -150,6 +161,8 @@ def explain(
                          max_fraction=max_fraction, mode=mode, limit_search=limit_search,
                          dedupe=dedupe, device=device, memory_budget=memory_budget,
                          progress=progress, metric=metric, unit_ids=unit_ids,
+                         **({"top_q": top_q, "relative_min": relative_min}
+                            if metric == "top_f1" else {}),
                          optimal=optimal, time_budget=time_budget)
     if holdout is not None:
         return explain_holdout(activations, concepts, holdout=holdout,
