@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._validate import check_bool
 from .engine.inputs import ActivationsLike, ConceptsLike
 from .engine.result import ExplanationResult
 from .engine.search import DEFAULT_TIME_BUDGET
 from .engine.search import explain as _search
+from .trust.filler import check_filler as _check_filler
 from .trust.holdout import explain_holdout
 
 __all__ = ["explain"]
@@ -38,6 +40,7 @@ def explain(
     unit_ids: Sequence[Any] | None = None,
     optimal: bool = False,
     time_budget: float = DEFAULT_TIME_BUDGET,
+    check_filler: bool = False,
 ) -> ExplanationResult:
     """Explain every unit of a layer with logical formulas over concepts (INVERT).
 
@@ -112,6 +115,11 @@ def explain(
         and ``length <= 3``. With a holdout, the proofs are of the search split.
     time_budget : float, default 60
         Seconds for the length-3 branch-and-bound of all units together.
+    check_filler : bool, default False
+        Flag the literals of each unit's best formula that can be dropped (the shorter
+        formula's AUROC stays within the full one's 95% interval, held out when there is a
+        holdout): the extras ``filler``, ``simplified``, ``simplified_auroc``
+        (:func:`invert.trust.check_filler`). The CLI's exports always have them.
 
     Returns
     -------
@@ -164,8 +172,11 @@ def explain(
                          **({"top_q": top_q, "relative_min": relative_min}
                             if metric == "top_f1" else {}),
                          optimal=optimal, time_budget=time_budget)
+    check_filler = check_bool("check_filler", check_filler)
     if holdout is not None:
-        return explain_holdout(activations, concepts, holdout=holdout,
-                               random_state=random_state, parsimony=parsimony,
-                               search_kwargs=search_kwargs)
-    return _search(activations, concepts, **search_kwargs)
+        res: ExplanationResult = explain_holdout(
+            activations, concepts, holdout=holdout, random_state=random_state,
+            parsimony=parsimony, search_kwargs=search_kwargs)
+    else:
+        res = _search(activations, concepts, **search_kwargs)
+    return _check_filler(res, activations, concepts) if check_filler else res

@@ -28,11 +28,21 @@ layer ``"maps"``
 A layer's ``holdout_index`` (sorted positions of its held-out samples; the search split is
 the rest) is written for results of a holdout search (``holdout_index`` attribute).
 
+Every export (``explanations.jsonl``, ``.csv``, ``.parquet``) reports, beside AUROC, how much
+of the unit's peak each formula covers: ``top_precision`` (the share of the unit's top
+activations where the formula holds), with ``top_q`` and ``top_size``
+(:func:`invert.trust.add_top_precision`; ``holdout_top_precision`` etc. on the held-out
+samples of a holdout search), and the filler check of each unit's best formula
+(``filler``, ``simplified``, ``simplified_auroc``, ``filler_on``:
+:func:`invert.trust.check_filler`). Figures a result already has are kept; the caller's
+result is not modified.
+
 :func:`load_run` reads only files inside ``OUT`` (:mod:`invert.report.paths`).
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import logging
@@ -50,6 +60,8 @@ from .._validate import bad
 from .._version import __version__
 from ..concepts import ConceptSet
 from ..engine.result import COLUMNS, ExplanationResult, json_safe
+from ..trust.filler import check_filler
+from ..trust.metrics import add_top_precision
 from .paths import check_slug, file_inside
 
 __all__ = ["save_run", "load_run", "RunData", "layer_slug", "unit_slug", "RUN_FILE"]
@@ -121,6 +133,8 @@ def save_run(
     sample_ids = list(sample_ids)
     if len(sample_ids) != n:
         raise bad("sample_ids", f"{n} ids (one per sample)", f"{len(sample_ids)}", raw=True)
+    results = {layer: _with_peak_figures(res, activations[layer], concepts)
+               for layer, res in results.items()}
     layers_meta, records = _save_layers(out, results, activations, n, unit_labels)
     with replacing(out / JSONL_FILE) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for rec in records:
@@ -150,6 +164,26 @@ def save_run(
     with replacing(path) as tmp:  # last: a run.json names only files written whole
         tmp.write_text(json.dumps(json_safe(meta), indent=1, allow_nan=False), encoding="utf-8")
     return path
+
+
+def _with_peak_figures(res: ExplanationResult, values: Any, concepts: ConceptSet
+                       ) -> ExplanationResult:
+    """A copy of ``res`` (the explanations copied on write) with ``top_precision`` (also
+    held out, for a holdout search) and the filler check where they are missing."""
+    vals = np.asarray(values)
+    if vals.ndim == 1:
+        vals = vals[:, None]
+    if vals.shape != (concepts.n_samples, len(res)):
+        return res  # _save_layers says what is wrong
+    out = copy.copy(res)
+    out.units = [u.derive(list(u)) for u in res.units]
+    add_top_precision(out, vals, concepts)
+    held = getattr(res, "holdout_index", None)
+    if held is not None:
+        add_top_precision(out, vals, concepts, rows=held, prefix="holdout_")
+    if any(u and "filler" not in u[0].extras for u in out.units):
+        check_filler(out, vals, concepts)
+    return out
 
 
 def _save_layers(out: Path, results: Mapping[str, ExplanationResult],
