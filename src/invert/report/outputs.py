@@ -60,11 +60,14 @@ from .._validate import bad
 from .._version import __version__
 from ..concepts import ConceptSet
 from ..engine.result import COLUMNS, ExplanationResult, json_safe
+from ..engine.params import SEARCH_PARAMS
+from ..trust.baseline import random_baseline, run_figures
 from ..trust.filler import check_filler
 from ..trust.metrics import add_top_precision
 from .paths import check_slug, file_inside
 
-__all__ = ["save_run", "load_run", "RunData", "layer_slug", "unit_slug", "RUN_FILE"]
+__all__ = ["save_run", "load_run", "RunData", "layer_slug", "unit_slug", "RUN_FILE",
+           "record_baseline"]
 
 logger = logging.getLogger(__name__)
 
@@ -329,3 +332,27 @@ def load_run(out: str | os.PathLike) -> RunData:
             raise FileNotFoundError(f"{f}: missing (needed to draw the report)")
         acts[lay["name"]] = np.load(f, mmap_mode="r")
     return RunData(out=out, meta=meta, records=records, concepts=concepts, activations=acts)
+
+
+def record_baseline(out: str | os.PathLike, results: Mapping[str, ExplanationResult],
+                    n_directions: int, search: Mapping[str, Any], *, random_state=None
+                    ) -> list[str]:
+    """The random-direction baseline of each layer of the run in ``out``
+    (:func:`invert.trust.random_baseline` on the layer's saved activations and concepts,
+    with the run's search parameters), stored in ``run.json`` as ``"baseline"``
+    (``{layer: summary | {"run": the run's medians}}``); returns one line per layer that sets
+    it beside the run's figures."""
+    run = load_run(out)
+    kw = {k: v for k, v in search.items() if k in (*SEARCH_PARAMS, "device", "memory_budget")}
+    entries, lines = {}, []
+    for layer, res in results.items():
+        vals = np.asarray(run.activations[layer], dtype=np.float64)
+        base = random_baseline(vals, run.concepts, n_directions=n_directions,
+                               random_state=random_state, **kw)
+        figs = run_figures(res, vals, run.concepts)
+        entries[layer] = base.summary() | {"run": figs}
+        lines.append(f"{layer or 'output'}: {base.line(figs)}")
+    meta = dict(run.meta) | {"baseline": entries}
+    with replacing(Path(out) / RUN_FILE) as tmp:
+        tmp.write_text(json.dumps(json_safe(meta), indent=1, allow_nan=False), encoding="utf-8")
+    return lines

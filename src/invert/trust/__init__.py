@@ -50,6 +50,7 @@ Examples
 """
 
 from ._ties import duplicate_groups
+from .baseline import RandomBaseline, random_baseline, run_figures
 from .filler import check_filler, drop_literal
 from .floor import PermutationEstimate, PermutationFloor, permutation_floor
 from .holdout import DEFAULT_PARSIMONY, HoldoutResult, explain_holdout, stratified_split
@@ -74,5 +75,5 @@ __all__ = [
     "metric_table", "add_metrics", "formula_masks", "explain_top", "DEFAULT_PARSIMONY",
     "METRIC_NAMES", "permutation_floor", "PermutationFloor", "PermutationEstimate", "fit_tail",
     "TailFit", "permutation_null", "PermutationNull", "duplicate_groups", "check_filler",
-    "drop_literal", "add_top_precision",
+    "drop_literal", "add_top_precision", "random_baseline", "RandomBaseline", "run_figures",
 ]
