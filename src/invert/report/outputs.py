@@ -59,8 +59,8 @@ from .._store import replacing
 from .._validate import bad
 from .._version import __version__
 from ..concepts import ConceptSet
-from ..engine.result import COLUMNS, ExplanationResult, json_safe
 from ..engine.params import SEARCH_PARAMS
+from ..engine.result import COLUMNS, ExplanationResult, json_safe
 from ..trust.baseline import random_baseline, run_figures
 from ..trust.filler import check_filler
 from ..trust.metrics import add_top_precision
