@@ -36,8 +36,9 @@ def _documents(root: str, n: int, seed: int) -> list[str]:
 
 
 def _figures(name: str, res: Any, values: np.ndarray, concepts: Any, q: float,
-             high: np.ndarray | None = None) -> np.ndarray:
-    """Print the peak figures of a search result; return its best AUROC per unit."""
+             high: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Print the peak figures of a search result; return its best AUROC and top precision
+    per unit."""
     from invert.trust import add_top_precision, check_filler
 
     res = add_top_precision(res, values, concepts, top_q=q, prefix="peak_")
@@ -53,7 +54,7 @@ def _figures(name: str, res: Any, values: np.ndarray, concepts: Any, q: float,
           f"(median cover {np.nanmedian(cover[sel]):.3f}); all units: "
           f"{np.mean(cover >= 0.5):.1%} cover >= half; best formulas with filler "
           f"{filler.mean():.1%}", flush=True)
-    return auroc
+    return auroc, cover
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,14 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     t = time.process_time()
     before = explain(values, concepts, **kw)
     t_before = time.process_time() - t
-    auroc = _figures("auroc", before, values, concepts, args.top_q)
+    auroc, cover = _figures("auroc", before, values, concepts, args.top_q)
     t = time.process_time()
     after = explain(values, concepts, metric="top_f1", top_q=args.top_q, **kw)
     t_after = time.process_time() - t
     _figures("top_f1", after, values, concepts, args.top_q, high=auroc >= 0.9)
     print(f"search CPU time: auroc {t_before:.1f} s, top_f1 {t_after:.1f} s", flush=True)
     base = random_baseline(layer, concepts, n_directions=args.baseline, random_state=0, **kw)
-    print(base.line({"auroc_median": float(np.nanmedian(auroc))}), flush=True)
+    print(base.line({"auroc_median": float(np.nanmedian(auroc)),
+                     "top_precision_median": float(np.nanmedian(cover))}), flush=True)
     return 0
 
 
