@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._validate import check_memory_budget, check_progress
+from ._validate import check_bool, check_memory_budget, check_progress
 from .engine.inputs import ActivationsLike, ConceptsLike
 from .engine.result import ExplanationResult
 from .engine.search import DEFAULT_TIME_BUDGET
 from .engine.search import explain as _search
+from .trust.filler import check_filler as _check_filler
 from .trust.holdout import explain_holdout
 
 __all__ = ["explain"]
@@ -34,9 +35,12 @@ def explain(
     random_state=None,
     parsimony: float | str | None = "auto",
     metric: str = "auroc",
+    top_q: float | None = None,
+    relative_min: bool = False,
     unit_ids: Sequence[Any] | None = None,
     optimal: bool = False,
     time_budget: float = DEFAULT_TIME_BUDGET,
+    check_filler: bool = False,
 ) -> ExplanationResult:
     """Explain every unit of a layer with logical formulas over concepts (INVERT).
 
@@ -93,13 +97,23 @@ def explain(
     parsimony : float, "auto" or None
         With a holdout: a longer formula replaces a shorter one only when its held-out AUROC
         is higher by more than this margin ("auto": 0.005; None: off).
-    metric : {"auroc", "point_biserial"}
+    metric : {"auroc", "point_biserial", "top_f1"}
         What the search maximises. ``"point_biserial"`` (the correlation of the formula's
         0/1 labels with the raw activations) decomposes over label patterns like AUROC
-        (sums of activations instead of rank sums); the reported ``auroc`` and p-values stay
-        exact, and the metric's value is the ``point_biserial`` extra. It does not depend
-        on the activations' scale (each unit is rescaled by a power of two and centred
-        first, so ``1e-300`` to ``1e300`` neither underflow nor overflow).
+        (sums of activations instead of rank sums); ``"top_f1"`` (the F1 of the formula
+        against the unit's top activations: labels for the peak) too (counts of top samples).
+        The reported ``auroc`` and p-values stay exact, and the metric's value is an extra of
+        that name (with ``top_f1`` also ``top_precision``, ``top_recall``, ``top_q``,
+        ``top_size``).
+        Point-biserial does not depend on the activations' scale (each unit is rescaled by a power
+        of two and centred first, so ``1e-300`` to ``1e300`` neither underflow nor
+        overflow).
+    top_q : float in (0, 1), optional
+        With ``metric="top_f1"``, the share of top activations (default: a sparse unit's
+        firing rate, else 0.005; see :func:`invert.engine.search.explain`).
+    relative_min : bool, default False
+        With ``metric="top_f1"``, ``min_fraction`` is relative to each unit's top set (a
+        formula holds on at least ``min_fraction`` times as many samples).
     unit_ids : sequence, optional
         Names of the K units (default: those of an activation set, else positions).
     optimal : bool, default False
@@ -110,6 +124,11 @@ def explain(
         and ``length <= 3``. With a holdout, the proofs are of the search split.
     time_budget : float, default 60
         Seconds for the length-3 branch-and-bound of all units together.
+    check_filler : bool, default False
+        Flag the literals of each unit's best formula that can be dropped (the shorter
+        formula's AUROC stays within the full one's 95% interval, held out when there is a
+        holdout): the extras ``filler``, ``simplified``, ``simplified_auroc``
+        (:func:`invert.trust.check_filler`). The CLI's exports always have them.
 
     Returns
     -------
@@ -162,9 +181,14 @@ def explain(
                          max_fraction=max_fraction, mode=mode, limit_search=limit_search,
                          dedupe=dedupe, device=device, memory_budget=memory_budget,
                          progress=progress, metric=metric, unit_ids=unit_ids,
+                         **({"top_q": top_q, "relative_min": relative_min}
+                            if metric == "top_f1" else {}),
                          optimal=optimal, time_budget=time_budget)
+    check_filler = check_bool("check_filler", check_filler)
     if holdout is not None:
-        return explain_holdout(activations, concepts, holdout=holdout,
-                               random_state=random_state, parsimony=parsimony,
-                               search_kwargs=search_kwargs)
-    return _search(activations, concepts, **search_kwargs)
+        res: ExplanationResult = explain_holdout(
+            activations, concepts, holdout=holdout, random_state=random_state,
+            parsimony=parsimony, search_kwargs=search_kwargs)
+    else:
+        res = _search(activations, concepts, **search_kwargs)
+    return _check_filler(res, activations, concepts) if check_filler else res

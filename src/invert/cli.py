@@ -33,6 +33,7 @@ import click
 from . import demo
 from ._validate import InvalidParameterError, check_memory_budget
 from .report import build_report
+from .report.outputs import record_baseline
 from .workflow import (
     CommandError,
     install_hints_as_command_errors,
@@ -69,7 +70,8 @@ _SEARCH_OPTIONS = [
     click.option("--device", default=None, help="Where to compute, e.g. cpu or cuda."),
     click.option("--memory-budget", default=None,
                  help="Working memory per chunk of units, e.g. 2GiB."),
-    click.option("--metric", type=click.Choice(["auroc", "point_biserial"]), default="auroc",
+    click.option("--metric", type=click.Choice(["auroc", "point_biserial", "top_f1"]),
+                 default="auroc",
                  show_default=True, help="What the search maximises."),
     click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True),
                  default=None, help="Share of samples held out: search on the rest, report "
@@ -200,6 +202,9 @@ def _search_params(*, length: int, beam_size: int, min_fraction: float, max_frac
 @click.option("--fdr", type=click.FloatRange(0, 1, min_open=True), default=0.05,
               show_default=True, help="With --permutations: the FDR of the Benjamini-Hochberg "
                                       "'significant' flag.")
+@click.option("--baseline", type=click.IntRange(0, None), default=0, show_default=True,
+              help="Run the same search on this many random directions of each layer and "
+                   "print what chance gives beside the run's figures (0: off).")
 @_search_options
 @_verbosity
 @click.pass_context
@@ -215,11 +220,16 @@ def explain_cmd(ctx: click.Context, out: Path, **opts: Any) -> int:
         pass
     progress = ctx.obj["progress"]
     report = not opts.pop("no_report")
+    baseline = opts.pop("baseline")
     out_dir, results = run_explain(out=out, reduce=red, report=report, progress=progress,
                                    search=search, echo=click.echo if progress else None,
                                    **opts)
     labels = _unit_labels(out_dir)
     click.echo(summary_table(results, labels))
+    if baseline:
+        for line in record_baseline(out_dir, results, baseline, search,
+                                    random_state=search.get("random_state") or 0):
+            click.echo(line)
     click.echo(f"explanations: {out_dir / 'explanations.jsonl'}")
     if report:
         click.echo(f"report: {(out_dir / 'report' / 'index.html').resolve()}")

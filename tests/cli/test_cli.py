@@ -11,6 +11,10 @@ import pytest
 from invert.cli import main
 
 SCHEMA = {"formula", "auroc", "p_value", "log10_p_value", "fraction", "support", "length"}
+#: Every export also says how much of the unit's peak a formula covers; the best formula
+#: carries the filler check.
+PEAK = {"top_precision", "top_q", "top_size"}
+FILLER = {"filler", "simplified", "simplified_auroc", "filler_on"}
 
 
 def _explain(tmp_path, *extra):
@@ -28,7 +32,7 @@ def test_explain_npy_writes_all_outputs(tmp_path, planted):
     assert recs[0]["explanations"][0]["formula"] == "cat"
     assert recs[1]["explanations"][0]["formula"] in ("dog | bird", "bird | dog")
     for e in recs[0]["explanations"]:
-        assert set(e) == SCHEMA
+        assert set(e) == SCHEMA | PEAK | (FILLER if e is recs[0]["explanations"][0] else set())
     aurocs = [e["auroc"] for e in recs[0]["explanations"]]
     assert aurocs == sorted(aurocs, reverse=True)
     csv = pd.read_csv(out / "explanations.csv")

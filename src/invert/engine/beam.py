@@ -271,9 +271,11 @@ def _pick(pool: _Pool, key: torch.Tensor, want: int, k: int, dedupe: bool,
 class _ChunkSearch:
     """The beam search for one block of units (all tensors on one device).
 
-    ``r2``: per-pattern doubled rank sums of each unit (AUROC), or per-pattern sums of the
-    centred activations (point-biserial, with ``sd`` the units' standard deviations), (M, k);
-    ``counts``: samples per pattern; ``zhash``: the patterns' support-hash weights."""
+    ``r2``: per-pattern doubled rank sums of each unit (AUROC), per-pattern sums of the
+    centred activations (point-biserial, with ``sd`` the units' standard deviations), or
+    per-pattern counts of the units' top samples (top F1, with ``top`` the sizes of the top
+    sets), (M, k); ``counts``: samples per pattern; ``zhash``: the patterns' support-hash
+    weights."""
 
     # literal statistics (k, 2C) and the extension order, set by :meth:`run`
     s_lit: torch.Tensor
@@ -288,13 +290,18 @@ class _ChunkSearch:
     _totals: list[torch.Tensor]  # each product weight summed over all patterns (C, k | 1)
 
     def __init__(self, r2: torch.Tensor, counts: torch.Tensor, n: int, op: _ConceptOp,
-                 p: SearchParams, zhash: torch.Tensor, sd: torch.Tensor | None = None):
+                 p: SearchParams, zhash: torch.Tensor, sd: torch.Tensor | None = None,
+                 top: torch.Tensor | None = None):
         self.r2, self.counts, self.n, self.op, self.p, self.z = r2, counts, n, op, p, zhash
         self.sd = sd
+        self.top = top
         self.k = r2.shape[1]
         self.c = op.c
         self.sign = 1.0 if p.mode == "positive" else -1.0
         self.lo, self.hi = p.count_limits(n)
+        # with relative_min (top F1): each unit's smallest support (k,)
+        self.lo_unit = p.relative_min_support(top) if p.relative_min and top is not None \
+            else None
 
     # -- scoring helpers
     def _value(self, s2: torch.Tensor, n1: torch.Tensor, rows: torch.Tensor | None = None
@@ -304,6 +311,10 @@ class _ChunkSearch:
         n = float(self.n)
         if self.p.metric == "auroc":
             return (s2 - n1 * (n1 + 1.0)) / (2.0 * n1 * (n - n1))  # NaN where n1 is 0 or n
+        if self.top is not None:  # F1 against the top set: 2 |T & m| / (|T| + n1)
+            t = self._per_unit(self.top, s2, rows)
+            f1 = (2.0 * s2) / (n1 + t)  # the scan's operations
+            return torch.where((n1 > 0) & (n1 < n), f1, torch.nan)
         # point-biserial r of the 0/1 support with the centred activations
         assert self.sd is not None  # given with metric="point_biserial"
         sd = self.sd[rows] if rows is not None else self.sd.view(-1, *([1] * (s2.ndim - 1)))
@@ -319,8 +330,16 @@ class _ChunkSearch:
         score = torch.nan_to_num_(auc, nan=_NEG_INF, posinf=_NEG_INF, neginf=_NEG_INF)
         if ok is not None:
             score = score.masked_fill_(~ok, _NEG_INF)
-        inside = (n1 >= self.lo) & (n1 <= self.hi)
+        lo = self.lo if self.lo_unit is None else self._per_unit(self.lo_unit, n1, rows)
+        inside = (n1 >= lo) & (n1 <= self.hi)
         return torch.where(inside, score, _NEG_INF), score.masked_fill_(inside, _NEG_INF)
+
+    @staticmethod
+    def _per_unit(v: torch.Tensor, like: torch.Tensor, rows: torch.Tensor | None
+                  ) -> torch.Tensor:
+        """The per-unit values ``v`` (k,) shaped for entries ``like`` (k, ...), or for flat
+        entries of the units ``rows``."""
+        return v[rows] if rows is not None else v.view(-1, *([1] * (like.ndim - 1)))
 
     def _select(self, key: torch.Tensor, want: int, build: Callable[[torch.Tensor], _Beam],
                 sig_of: Callable[[torch.Tensor], torch.Tensor], prior: _Beam | None,
@@ -361,7 +380,8 @@ class _ChunkSearch:
         b = self.p.beam_size
         # formulas outside the fraction limits are kept apart (as seeds) only where some
         # can exist: 0 < support < N and outside [lo, hi]
-        can_be_outside = self.lo > 1 or self.hi < self.n - 1
+        lo = self.lo if self.lo_unit is None else float(self.lo_unit.max())
+        can_be_outside = lo > 1 or self.hi < self.n - 1
         bx = _EXPLORE_FACTOR * b if self.p.dedupe and can_be_outside else 0
         best, beam = self._first_beam(b, bx)
         for depth in range(2, self.p.length + 1):
@@ -373,7 +393,9 @@ class _ChunkSearch:
         k, c, n = self.k, self.c, self.n
         sc = self.op.tsum(self.r2).T  # (k, C)
         nc = self.op.tsum(self.counts.unsqueeze(1))[:, 0]  # (C,)
-        stot = float(n) * (n + 1) if self.p.metric == "auroc" else 0.0  # centred sums total 0
+        stot: float | torch.Tensor = float(n) * (n + 1) if self.p.metric == "auroc" else 0.0
+        if self.top is not None:  # top counts total the top sets' sizes
+            stot = self.top.unsqueeze(1)
         self.s_lit = torch.cat([sc, stot - sc], dim=1)  # (k, 2C)
         self.n_lit = torch.cat([nc, n - nc]).unsqueeze(0).expand(k, 2 * c)
         self._totals = [sc.T, nc.unsqueeze(1)]  # sums over all patterns (C, k | 1)
@@ -511,8 +533,10 @@ class _ChunkSearch:
             s_neg=conv(self.s_lit[:, c:].T.contiguous()), n_pos=conv(self.n_lit[0, :c]),
             n_neg=conv(self.n_lit[0, c:]), thr_in=conv(scale * thr_in),
             thr_out=conv(scale * thr_out) if thr_out is not None else None,
-            lo=self.lo, hi=self.hi, n=self.n, negative=self.sign < 0,
+            lo=self.lo if self.lo_unit is None else conv(self.lo_unit), hi=self.hi, n=self.n,
+            negative=self.sign < 0,
             dedupe=self.p.dedupe, sd=conv(self.sd) if self.sd is not None else None,
+            top=conv(self.top) if self.top is not None else None,
             want_in=wants[0], want_out=wants[1], ext_ok=self.ext_ok, n_lit=self.n_lit[0])
         return scan(inp)
 

@@ -10,19 +10,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validate import bad, check_bool, check_choice, check_fraction, check_int
+from .._validate import bad, check_bool, check_choice, check_fraction, check_int, check_interval
 from .inputs import _Activations
 
-__all__ = ["SEARCH_PARAMS", "SEARCH_DEFAULTS", "check_search_params", "SearchParams"]
+__all__ = ["SEARCH_PARAMS", "SEARCH_DEFAULTS", "SEARCH_METRICS", "check_search_params",
+           "SearchParams"]
 
 
 #: The search parameters of :func:`explain`: the keys of ``ExplanationResult.params``.
 SEARCH_PARAMS = ("length", "beam_size", "min_fraction", "max_fraction", "mode",
-                 "limit_search", "dedupe", "metric")
+                 "limit_search", "dedupe", "metric", "top_q", "relative_min")
 SEARCH_DEFAULTS: dict[str, Any] = {
     "length": 3, "beam_size": 5, "min_fraction": 0.0, "max_fraction": 0.5, "mode": "positive",
-    "limit_search": None, "dedupe": True, "metric": "auroc",
+    "limit_search": None, "dedupe": True, "metric": "auroc", "top_q": None,
+    "relative_min": False,
 }
+#: What the search can maximise: AUROC (rank sums), the point-biserial correlation (sums of
+#: centred activations) and the F1 of the formula against the unit's top set (counts of top
+#: samples), each decomposing over label patterns.
+SEARCH_METRICS = ("auroc", "point_biserial", "top_f1")
 #: The default (dedupe) search keeps, besides the ``beam_size`` best formulas within the
 #: fraction limits, this many more formulas chosen without the fraction limits (times
 #: ``beam_size``), so that e.g. ``a | b`` is reachable when ``a`` and ``b`` are each rarer
@@ -41,18 +47,38 @@ def check_search_params(params: dict[str, Any], n_concepts: int | None) -> dict[
     s = SEARCH_DEFAULTS | dict(params)
     s["length"] = check_int("length", s["length"], minimum=1)
     s["beam_size"] = check_int("beam_size", s["beam_size"], minimum=1)
-    s["min_fraction"] = check_fraction("min_fraction", s["min_fraction"])
+    s["mode"] = check_choice("mode", s["mode"], ("positive", "negative"))
+    s["metric"] = check_choice("metric", s["metric"], SEARCH_METRICS)
+    _check_top_params(s)
+    s["min_fraction"] = (check_interval("min_fraction", s["min_fraction"], 0.0)
+                         if s["relative_min"] else check_fraction("min_fraction",
+                                                                  s["min_fraction"]))
     s["max_fraction"] = check_fraction("max_fraction", s["max_fraction"])
-    if s["min_fraction"] > s["max_fraction"]:
+    if s["min_fraction"] > s["max_fraction"] and not s["relative_min"]:
         raise bad("min_fraction", f"a value <= max_fraction ({s['max_fraction']})",
                   s["min_fraction"])
-    s["mode"] = check_choice("mode", s["mode"], ("positive", "negative"))
-    s["metric"] = check_choice("metric", s["metric"], ("auroc", "point_biserial"))
     s["dedupe"] = check_bool("dedupe", s["dedupe"])
     if n_concepts is not None and s["limit_search"] is not None:
         s["limit_search"] = check_int("limit_search", s["limit_search"], minimum=1,
                                       maximum=2 * n_concepts)
     return s
+
+
+def _check_top_params(s: dict[str, Any]) -> None:
+    """Check (in place) ``top_q`` and ``relative_min``, which only ``metric="top_f1"`` reads,
+    and the mode that metric needs."""
+    if s["top_q"] is not None:
+        s["top_q"] = check_interval("top_q", s["top_q"], 0.0, 1.0, low_open=True,
+                                    high_open=True)
+    s["relative_min"] = check_bool("relative_min", s["relative_min"])
+    if s["metric"] != "top_f1":
+        if s["relative_min"]:
+            raise bad("relative_min", "False unless metric='top_f1' (the support is relative "
+                      "to the unit's top set)", s["relative_min"])
+        return
+    if s["mode"] != "positive":
+        raise bad("mode", "'positive' with metric='top_f1' (the top set is the highest "
+                  "activations)", s["mode"])
 
 
 @dataclass(frozen=True)
@@ -67,6 +93,8 @@ class SearchParams:
     limit_search: int | None
     dedupe: bool
     metric: str = "auroc"
+    top_q: float | None = None
+    relative_min: bool = False
 
     @classmethod
     def from_kwargs(cls, n_concepts: int | None = None, **kwargs: Any) -> SearchParams:
@@ -88,8 +116,15 @@ class SearchParams:
 
     def count_limits(self, n: int) -> tuple[float, float]:
         """Smallest and largest support ``s`` with ``min_fraction <= s / n <= max_fraction``
-        (float comparison; ``(inf, -inf)`` when there is none)."""
-        return _count_limits(n, self.min_fraction, self.max_fraction)
+        (float comparison; ``(inf, -inf)`` when there is none). With ``relative_min`` the
+        smallest support is each unit's own (:meth:`relative_min_support`): 0 here."""
+        lo = 0.0 if self.relative_min else self.min_fraction
+        return _count_limits(n, lo, self.max_fraction)
+
+    def relative_min_support(self, top_size: torch.Tensor) -> torch.Tensor:
+        """With ``relative_min``: each unit's smallest support, ``min_fraction`` times the
+        size of its top set (k,), float64."""
+        return self.min_fraction * top_size.to(torch.float64)
 
     def chunk_units(self, n: int, m: int, c: int, budget: int) -> int:
         """Units ranked at once (a chunk) so that its working memory fits ``budget`` bytes,

@@ -15,7 +15,8 @@ literals' sums::
 for rank sums and supports alike (the order of operations is fixed: the point-biserial
 search sums floats). The AUROC key is ``(S - n (n + 1)) / (n (N - n))`` (twice the AUROC,
 exactly rounded from exact integers, so ties stay ties); the point-biserial key is
-``S / (sd sqrt(n (N - n)))``.
+``S / (sd sqrt(n (N - n)))``; the top-F1 key (``S`` counts top samples, ``T`` the size of
+the unit's top set) is ``2 S / (n + T)``, exactly rounded too.
 
 The same code runs on numpy arrays (CPU) and torch tensors (GPUs, ``kernel="torch"``).
 """
@@ -121,7 +122,9 @@ class ScanInputs:
     ``n_neg``: (C,) their supports; ``thr_in``, ``thr_out``: (k,) the bounds in key
     units for candidates within / outside the support limits ``lo <= n <= hi``
     (``thr_out`` None: only those within are wanted; ``-inf``: keep every defined
-    candidate); ``sd``: (k,) the units' standard deviations (point-biserial only);
+    candidate; with ``relative_min`` ``lo`` is per unit, (k,)); ``sd``: (k,) the units'
+    standard deviations (point-biserial only); ``top``: (k,) the sizes of their top sets
+    (top F1 only);
     ``dedupe``: drop candidates equal to their parent (``n == nb``); ``want_in``,
     ``want_out``: the entries the step selects on each side (for rising bounds);
     ``ext_ok`` (k, 2C) and ``n_lit`` (2C,): which literals extend each unit's formulas and
@@ -146,6 +149,7 @@ class ScanInputs:
     want_out: int = 0
     ext_ok: torch.Tensor | None = None
     n_lit: torch.Tensor | None = None
+    top: Any = None
 
 
 @dataclass
@@ -210,6 +214,7 @@ class _Keep:
     def __init__(self, xp: Any, inp: ScanInputs, nb: Any, kept: _Kept):
         self.xp, self.inp, self.nb, self.kept = xp, inp, nb, kept
         self.sd = inp.sd[None, None, :] if inp.sd is not None else None
+        self.top = inp.top[None, None, :] if inp.top is not None else None
         self.bufs: tuple[Any, ...] = ()
         self.thr: Any = None
 
@@ -219,7 +224,11 @@ class _Keep:
         u, d, g, g2 = self.bufs
         xp.rsub(float(inp.n), n, out=d)  # N - n
         d *= n
-        if self.sd is None:  # (S - n (n + 1)) / (n (N - n)): twice the AUROC
+        if self.top is not None:  # 2 S / (n + T): the F1 against the top set
+            xp.add(n, self.top, out=u)
+            xp.mul(s, 2.0, out=d)
+            xp.div(d, u, out=u)
+        elif self.sd is None:  # (S - n (n + 1)) / (n (N - n)): twice the AUROC
             xp.add(n, 1.0, out=u)
             u *= n
             xp.sub(s, u, out=u)
@@ -273,11 +282,14 @@ class _Kept:
         """Keep the candidates (of one kind) whose key reaches their side's bound and that
         the step may select."""
         inp = self.inp
-        inside = (n >= inp.lo) & (n <= inp.hi)
+        lo = inp.lo if isinstance(inp.lo, float) else inp.lo[row]
+        inside = (n >= lo) & (n <= inp.hi)
         if self.thr_out is None:
             ok = inside & (key >= self.thr_in[row])
         else:
             ok = key >= xp.where(inside, self.thr_in[row], self.thr_out[row])
+        if inp.top is not None:  # the F1 key is finite where the formula is undefined
+            ok &= (n > 0) & (n < inp.n)
         if self.ext_ok is not None:  # the literal extends formulas (with dedupe: the
             lit = conc + inp.s_pos.shape[0] if kind in (1, 3) else conc  # result is new)
             ok &= self.ext_ok[row, lit]

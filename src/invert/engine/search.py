@@ -67,6 +67,7 @@ from .stats import (
     rank_keys_torch,
 )
 from .threads import default_threads, ordered_map, torch_threads
+from .top import top_sets
 
 __all__ = ["explain", "SEARCH_PARAMS", "check_search_params", "check_certify_params",
            "CERTIFIED_METRICS", "DEFAULT_TIME_BUDGET", "memory_floor"]
@@ -97,6 +98,8 @@ def explain(
     memory_budget: int | str | None = None,
     progress: Callable[[int, int], Any] | None = None,
     metric: str = "auroc",
+    top_q: float | None = None,
+    relative_min: bool = False,
     unit_ids: Sequence[Any] | None = None,
     kernel: Kernel = "auto",
     optimal: bool = False,
@@ -148,13 +151,28 @@ def explain(
     progress : callable, optional
         Called as ``progress(units_done, n_units)`` after each block of units (e.g. to
         update a progress bar).
-    metric : {"auroc", "point_biserial"}
+    metric : {"auroc", "point_biserial", "top_f1"}
         What the search maximises. ``"point_biserial"`` (the correlation of the formula's
         0/1 labels with the raw activations) decomposes over label patterns like AUROC
-        (sums of activations instead of rank sums); the reported ``auroc`` and p-values stay
-        exact, and the metric's value is the ``point_biserial`` extra. It does not depend
-        on the activations' scale (each unit is rescaled by a power of two and centred
-        first, so ``1e-300`` to ``1e300`` neither underflow nor overflow).
+        (sums of activations instead of rank sums); ``"top_f1"`` (the F1 of the formula
+        against the unit's top set, ``2 |T & m| / (|T| + n1)``: labels for the peak of the
+        activations, not the whole distribution) decomposes too (counts of top samples per
+        pattern, exact). The reported ``auroc`` and p-values stay exact, and the metric's
+        value is an extra of that name (``top_f1`` with ``top_precision`` ``|T & m| / |T|``,
+        ``top_recall`` ``|T & m| / n1``, ``top_q`` and ``top_size`` ``|T|``).
+        Point-biserial does not depend on the activations' scale (each unit is rescaled by a power
+        of two and centred first, so ``1e-300`` to ``1e300`` neither underflow nor
+        overflow).
+    top_q : float in (0, 1), optional
+        With ``metric="top_f1"``: the top set of a unit is every sample at least as high as
+        its ``ceil(top_q N)``-th largest activation (ties included, as the ``top_*`` metrics
+        of :mod:`invert.trust.metrics`). Default: a sparse unit's firing rate (its positive
+        share, when more than half of its activations are 0), else 0.005
+        (:mod:`invert.engine.top`).
+    relative_min : bool, default False
+        With ``metric="top_f1"``: read ``min_fraction`` relative to each unit's top set: a
+        returned formula holds on at least ``min_fraction * |T|`` samples (e.g. 0.5: half as
+        many as the unit's top samples).
     unit_ids : sequence, optional
         Names of the K units (default: those of an activation set, else positions).
     kernel : {"auto", "torch"}
@@ -241,7 +259,8 @@ def explain(
     """
     p = SearchParams.from_kwargs(
         None, length=length, beam_size=beam_size, min_fraction=min_fraction,
-        max_fraction=max_fraction, mode=mode, dedupe=dedupe, metric=metric)
+        max_fraction=max_fraction, mode=mode, dedupe=dedupe, metric=metric, top_q=top_q,
+        relative_min=relative_min)
     optimal, time_budget = check_certify_params(optimal, time_budget, p)
     budget = check_memory_budget("memory_budget", memory_budget)
     kernel = check_choice("kernel", kernel, ("auto", "torch"))
@@ -422,15 +441,39 @@ class _Clock:
 
 
 @dataclass
+class _TopCounts:
+    """The top sets of a chunk of units (top-F1 search): samples of each pattern in them
+    ``counts`` (M, k) and their sizes ``size`` (k,) (float64, on the device), and the units'
+    top shares ``q`` (k,)."""
+
+    counts: torch.Tensor
+    size: torch.Tensor
+    q: np.ndarray
+
+    @classmethod
+    def of(cls, block: np.ndarray, inverse: np.ndarray, m: int, top_q: float | None,
+           dev: torch.device) -> _TopCounts:
+        """The top sets (:func:`~invert.engine.top.top_sets`) of ``block`` (N, k), summed
+        over the patterns ``inverse`` (N,)."""
+        ind, q = top_sets(block, top_q)
+        counts = np.stack([np.bincount(inverse[ind[:, j]], minlength=m)
+                           for j in range(ind.shape[1])], axis=1).astype(np.float64)
+        return cls(torch.from_numpy(counts).to(dev),
+                   torch.from_numpy(ind.sum(axis=0).astype(np.float64)).to(dev), q)
+
+
+@dataclass
 class _ChunkSums:
     """Per-pattern sums of a chunk of units: doubled rank sums ``pr2`` (M, k) and tie terms
     ``tie`` (k,); for the point-biserial search also sums of the centred activations
-    ``centred`` (M, k) and standard deviations ``sd`` (k,)."""
+    ``centred`` (M, k) and standard deviations ``sd`` (k,); for the top-F1 search the top
+    sets' counts ``top``."""
 
     pr2: torch.Tensor
     tie: np.ndarray
     centred: torch.Tensor | None = None
     sd: torch.Tensor | None = None
+    top: _TopCounts | None = None
 
     def certify_inputs(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """What :mod:`invert.engine.certify` reads, as CPU arrays: the sums the metric
@@ -462,6 +505,8 @@ def _chunk_sums(layer: _Layer, block: np.ndarray) -> _ChunkSums:
         out.centred = torch.from_numpy(np.stack(
             [np.bincount(inverse, weights=centred[:, j], minlength=m)
              for j in range(pr2.shape[1])], axis=1)).to(dev)
+    if layer.p.metric == "top_f1":
+        out.top = _TopCounts.of(block, inverse, m, layer.p.top_q, dev)
     return out
 
 
@@ -475,8 +520,9 @@ class _Found:
     """The formulas kept for a block of k units, best first, as CPU arrays: literal codes
     ``lits`` (k, B, L) (-1 unused), ``ops`` (k, B, L) (the operator before each literal:
     0 AND, 1 OR), ``length``, doubled rank sums ``s2``, supports ``n1``, ``valid`` (k, B);
-    the metric's values ``values`` (k, B) for point-biserial (None for AUROC); and with
-    ``optimal=True`` the certificate ``certified``, ``bound`` (k,)."""
+    the metric's values ``values`` (k, B) for point-biserial and top F1 (None for AUROC);
+    the top-F1 search's extras ``top_extras`` (name: (k, B)); and with ``optimal=True`` the
+    certificate ``certified``, ``bound`` (k,)."""
 
     lits: np.ndarray
     ops: np.ndarray
@@ -487,6 +533,7 @@ class _Found:
     values: np.ndarray | None = None
     certified: np.ndarray | None = None
     bound: np.ndarray | None = None
+    top_extras: dict[str, np.ndarray] | None = None
 
     @classmethod
     def from_beam(cls, best: _Beam, values: np.ndarray | None) -> _Found:
@@ -506,6 +553,8 @@ def _beam_block(layer: _Layer, sums: _ChunkSums, s0: int, s1: int
     """The beam search on units ``s0:s1`` of a chunk: (the best formulas with exact doubled
     rank sums, the undefined concepts (C,))."""
     pr2 = sums.pr2[:, s0:s1]
+    if sums.top is not None:
+        return _top_beam_block(layer, sums.top, pr2, s0, s1)
     if sums.centred is None:
         best, und = _ChunkSearch(pr2.contiguous(), layer.counts, layer.n, layer.op, layer.p,
                                  layer.zhash).run()
@@ -518,6 +567,28 @@ def _beam_block(layer: _Layer, sums: _ChunkSums, s0: int, s1: int
     # exact AUROC and p-values of the chosen formulas from the rank sums
     best.s2 = torch.einsum("kwm,mk->kw", best.mask.to(torch.float64), pr2.to(layer.device))
     return _Found.from_beam(best, values), und.cpu().numpy()
+
+
+def _top_beam_block(layer: _Layer, top: _TopCounts, pr2: torch.Tensor, s0: int, s1: int
+                    ) -> tuple[_Found, np.ndarray]:
+    """The top-F1 beam search on units ``s0:s1`` of a chunk (the sums are counts of top
+    samples): the best formulas with their F1 and top extras, and exact doubled rank sums
+    (for AUROC and p-values); the undefined concepts."""
+    size = top.size[s0:s1]
+    search = _ChunkSearch(top.counts[:, s0:s1].contiguous(), layer.counts, layer.n, layer.op,
+                          layer.p, layer.zhash, top=size)
+    best, und = search.run()
+    values = search._value(best.s2, best.n1).cpu().numpy()
+    tp, n1 = best.s2.cpu().numpy(), best.n1.cpu().numpy()
+    t = size.cpu().numpy()[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        extras = {"top_precision": tp / t, "top_recall": tp / n1,
+                  "top_q": np.broadcast_to(top.q[s0:s1, None], tp.shape),
+                  "top_size": np.broadcast_to(t, tp.shape)}
+    best.s2 = torch.einsum("kwm,mk->kw", best.mask.to(torch.float64), pr2.to(layer.device))
+    found = _Found.from_beam(best, values)
+    found.top_extras = extras
+    return found, und.cpu().numpy()
 
 
 def _optimal_block(layer: _Layer, inputs: tuple[np.ndarray, np.ndarray | None, np.ndarray],
@@ -700,13 +771,23 @@ def _to_units(found: _Found, tie: np.ndarray, layer: _Layer, start: int,
             items.append(Explanation(
                 formula=chain(literals, opstr, name_tuple), auroc=float(auc[i, j]),
                 fraction=nn1 / n, support=nn1, length=ln, p_value=p_val, log10_p_value=l_p,
-                unit=unit, rank=len(items),
-                extras={} if found.values is None else {p.metric: float(found.values[i, j])}))
+                unit=unit, rank=len(items), extras=_extras(found, p.metric, i, int(j))))
         reason = None if items else (
             f"no formula with a defined AUROC satisfies min_fraction={p.min_fraction} <= "
             f"fraction <= max_fraction={p.max_fraction}")
         out.append(UnitExplanations(items, unit=unit, unit_id=uid, reason=reason,
                                     **_unit_certificate(found, ceil, i, bool(items))))
+    return out
+
+
+def _extras(found: _Found, metric: str, i: int, j: int) -> dict[str, Any]:
+    """The extras of formula ``j`` of unit ``i``: the search metric's value (but AUROC's)
+    and the top-F1 search's extras."""
+    if found.values is None:
+        return {}
+    out: dict[str, Any] = {metric: float(found.values[i, j])}
+    for name, v in (found.top_extras or {}).items():
+        out[name] = int(v[i, j]) if name == "top_size" else float(v[i, j])
     return out
 
 

@@ -117,6 +117,7 @@ def _build(run: RunData, *, images_root, progress: bool, title: str | None) -> P
         has_search_p=any(r.get("search_p") is not None for r in rows),
         has_q=any(r.get("q_value") is not None for r in rows),
         has_ceiling=any(r.get("ceiling") is not None for r in rows),
+        has_top=any(r.get("top_precision") is not None for r in rows),
         has_significant=any(r.get("significant") is not None for r in rows),
         has_strip=any(r["strip"] for r in rows), skipped=skipped_list(meta),
         subtitle=subtitle_params(dict(meta.get("params") or {})), root="", version=version,

@@ -20,7 +20,8 @@ def index_row(u: dict[str, Any], idx: int, page: dict[str, Any]) -> dict[str, An
     """One row of the index table (the unit page's figures that the index shows)."""
     keys = ("formula", "auroc", "ci", "ci_low", "log10_p", "p_text", "fraction", "support",
             "reason", "holdout_auroc", "holdout_ci", "holdout_ci_low", "status",
-            "status_text", "q_value", "significant", "badges", "ceiling", "gap", "certified")
+            "status_text", "q_value", "significant", "badges", "ceiling", "gap", "certified",
+            "top_precision", "top_q", "filler")
     row = {k: page.get(k) for k in keys}
     row.update(layer=u["layer"], layer_display=u["layer_display"], unit=u["unit"],
                order=idx, label=u["label"], href=u["href"], search_p=page.get("search_p_value"),

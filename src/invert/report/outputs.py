@@ -28,11 +28,21 @@ layer ``"maps"``
 A layer's ``holdout_index`` (sorted positions of its held-out samples; the search split is
 the rest) is written for results of a holdout search (``holdout_index`` attribute).
 
+Every export (``explanations.jsonl``, ``.csv``, ``.parquet``) reports, beside AUROC, how much
+of the unit's peak each formula covers: ``top_precision`` (the share of the unit's top
+activations where the formula holds), with ``top_q`` and ``top_size``
+(:func:`invert.trust.add_top_precision`; ``holdout_top_precision`` etc. on the held-out
+samples of a holdout search), and the filler check of each unit's best formula
+(``filler``, ``simplified``, ``simplified_auroc``, ``filler_on``:
+:func:`invert.trust.check_filler`). Figures a result already has are kept; the caller's
+result is not modified.
+
 :func:`load_run` reads only files inside ``OUT`` (:mod:`invert.report.paths`).
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import logging
@@ -49,10 +59,15 @@ from .._store import replacing
 from .._validate import bad
 from .._version import __version__
 from ..concepts import ConceptSet
+from ..engine.params import SEARCH_PARAMS
 from ..engine.result import COLUMNS, ExplanationResult, json_safe
+from ..trust.baseline import random_baseline, run_figures
+from ..trust.filler import check_filler
+from ..trust.metrics import add_top_precision
 from .paths import check_slug, file_inside
 
-__all__ = ["save_run", "load_run", "RunData", "layer_slug", "unit_slug", "RUN_FILE"]
+__all__ = ["save_run", "load_run", "RunData", "layer_slug", "unit_slug", "RUN_FILE",
+           "record_baseline"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +136,8 @@ def save_run(
     sample_ids = list(sample_ids)
     if len(sample_ids) != n:
         raise bad("sample_ids", f"{n} ids (one per sample)", f"{len(sample_ids)}", raw=True)
+    results = {layer: _with_peak_figures(res, activations[layer], concepts)
+               for layer, res in results.items()}
     layers_meta, records = _save_layers(out, results, activations, n, unit_labels)
     with replacing(out / JSONL_FILE) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for rec in records:
@@ -150,6 +167,26 @@ def save_run(
     with replacing(path) as tmp:  # last: a run.json names only files written whole
         tmp.write_text(json.dumps(json_safe(meta), indent=1, allow_nan=False), encoding="utf-8")
     return path
+
+
+def _with_peak_figures(res: ExplanationResult, values: Any, concepts: ConceptSet
+                       ) -> ExplanationResult:
+    """A copy of ``res`` (the explanations copied on write) with ``top_precision`` (also
+    held out, for a holdout search) and the filler check where they are missing."""
+    vals = np.asarray(values)
+    if vals.ndim == 1:
+        vals = vals[:, None]
+    if vals.shape != (concepts.n_samples, len(res)):
+        return res  # _save_layers says what is wrong
+    out = copy.copy(res)
+    out.units = [u.derive(list(u)) for u in res.units]
+    add_top_precision(out, vals, concepts)
+    held = getattr(res, "holdout_index", None)
+    if held is not None:
+        add_top_precision(out, vals, concepts, rows=held, prefix="holdout_")
+    if any(u and "filler" not in u[0].extras for u in out.units):
+        check_filler(out, vals, concepts)
+    return out
 
 
 def _save_layers(out: Path, results: Mapping[str, ExplanationResult],
@@ -295,3 +332,27 @@ def load_run(out: str | os.PathLike) -> RunData:
             raise FileNotFoundError(f"{f}: missing (needed to draw the report)")
         acts[lay["name"]] = np.load(f, mmap_mode="r")
     return RunData(out=out, meta=meta, records=records, concepts=concepts, activations=acts)
+
+
+def record_baseline(out: str | os.PathLike, results: Mapping[str, ExplanationResult],
+                    n_directions: int, search: Mapping[str, Any], *, random_state=None
+                    ) -> list[str]:
+    """The random-direction baseline of each layer of the run in ``out``
+    (:func:`invert.trust.random_baseline` on the layer's saved activations and concepts,
+    with the run's search parameters), stored in ``run.json`` as ``"baseline"``
+    (``{layer: summary | {"run": the run's medians}}``); returns one line per layer that sets
+    it beside the run's figures."""
+    run = load_run(out)
+    kw = {k: v for k, v in search.items() if k in (*SEARCH_PARAMS, "device", "memory_budget")}
+    entries, lines = {}, []
+    for layer, res in results.items():
+        vals = np.asarray(run.activations[layer], dtype=np.float64)
+        base = random_baseline(vals, run.concepts, n_directions=n_directions,
+                               random_state=random_state, **kw)
+        figs = run_figures(res, vals, run.concepts)
+        entries[layer] = base.summary() | {"run": figs}
+        lines.append(f"{layer or 'output'}: {base.line(figs)}")
+    meta = dict(run.meta) | {"baseline": entries}
+    with replacing(Path(out) / RUN_FILE) as tmp:
+        tmp.write_text(json.dumps(json_safe(meta), indent=1, allow_nan=False), encoding="utf-8")
+    return lines

@@ -294,6 +294,9 @@ def _best_figures(page: dict[str, Any], best: dict[str, Any], mask: np.ndarray,
         scope="search split" if fits or has_h else "all samples",
         split_unknown=has_h and not fits,
     )
+    page.update({k: best.get(k) for k in ("top_precision", "top_q", "top_size",
+                                          "holdout_top_precision", "filler", "simplified",
+                                          "simplified_auroc", "filler_on")})
     if best.get("holdout_auroc") is not None:
         page.update(_holdout_figures(best, split, fits))
     if best.get("search_p_value") is not None:  # permutation test of the whole search

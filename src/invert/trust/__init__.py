@@ -4,8 +4,10 @@ Modules: :mod:`~invert.trust.holdout` (split, held-out figures, parsimony),
 :mod:`~invert.trust.permutation` (search-corrected p-values), :mod:`~invert.trust.tail`
 (their tail approximation), :mod:`~invert.trust.floor` (what settings can reach),
 :mod:`~invert.trust.metrics`
-(metrics, intervals, corrections) and :mod:`~invert.trust.top` (top-q activations); import
-from :mod:`invert.trust`.
+(metrics, intervals, corrections), :mod:`~invert.trust.top` (top-q activations),
+:mod:`~invert.trust.filler` (literals that can be dropped) and
+:mod:`~invert.trust.baseline` (what random directions reach); import from
+:mod:`invert.trust`.
 
 A formula picked as the best of thousands of candidates looks better on the data that picked
 it than it is. This module offers
@@ -48,11 +50,14 @@ Examples
 """
 
 from ._ties import duplicate_groups
+from .baseline import RandomBaseline, random_baseline, run_figures
+from .filler import check_filler, drop_literal
 from .floor import PermutationEstimate, PermutationFloor, permutation_floor
 from .holdout import DEFAULT_PARSIMONY, HoldoutResult, explain_holdout, stratified_split
 from .metrics import (
     METRIC_NAMES,
     add_metrics,
+    add_top_precision,
     auroc_ci,
     correct_pvalues,
     delong_ci,
@@ -69,5 +74,6 @@ __all__ = [
     "correct_pvalues", "significant_units", "auroc_ci", "delong_ci", "metrics",
     "metric_table", "add_metrics", "formula_masks", "explain_top", "DEFAULT_PARSIMONY",
     "METRIC_NAMES", "permutation_floor", "PermutationFloor", "PermutationEstimate", "fit_tail",
-    "TailFit", "permutation_null", "PermutationNull", "duplicate_groups",
+    "TailFit", "permutation_null", "PermutationNull", "duplicate_groups", "check_filler",
+    "drop_literal", "add_top_precision", "random_baseline", "RandomBaseline", "run_figures",
 ]

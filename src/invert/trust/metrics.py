@@ -40,6 +40,7 @@ from ..engine.formula import LabelColumns, formula_masks
 from ..engine.inputs import ActivationsLike, ConceptsLike
 from ..engine.result import ExplanationResult
 from ..engine.stats import auroc_from_ranksum, hanley_mcneil_interval
+from ..engine.top import top_sets
 from ._data import check_units, whole_inputs, with_extras
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "metrics",
     "metric_table",
     "add_metrics",
+    "add_top_precision",
     "correct_pvalues",
     "formula_masks",
 ]
@@ -314,6 +316,70 @@ def add_metrics(result: ExplanationResult, activations: ActivationsLike,
             new = {prefix + key: float(tab[key][i]) for key in keys}
             new[prefix + "top_q"] = float(top_q)
             u[i] = with_extras(e, new)
+    return result
+
+
+def add_top_precision(result: ExplanationResult, activations: ActivationsLike,
+                      concepts: ConceptsLike, *, top_q: float | None = None, rows=None,
+                      prefix: str = "") -> ExplanationResult:
+    """Give every reported formula that lacks it its ``top_precision``: the share of the
+    unit's top activations where the formula holds, ``|T & m| / |T|`` (the label covers
+    the peak), with ``top_q`` and ``top_size`` ``|T|``.
+
+    The top set is that of the ``top_f1`` search (:mod:`invert.engine.top`): by default a
+    sparse unit's firing rate, else the top 0.5%, so AUROC runs and top-F1 runs report the
+    same figure. Explanations that already have ``prefix + "top_precision"`` (a top-F1
+    search, :func:`add_metrics`) keep theirs.
+
+    Parameters
+    ----------
+    result : ExplanationResult
+        Modified in place (explanations are replaced by copies with more extras) and
+        returned.
+    activations, concepts
+        The data the figures are computed on (the same columns as the search).
+    top_q : float in (0, 1), optional
+        The share of top activations (default: per unit, as above).
+    rows : array-like of int, optional
+        Only these samples (e.g. the held-out ones, with ``prefix="holdout_"``).
+    prefix : str
+        Prepended to the keys.
+
+    Returns
+    -------
+    ExplanationResult
+        ``result``.
+
+    Examples
+    --------
+    >>> import numpy as np, invert
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.random((1000, 3)) < 0.1
+    >>> a = 3.0 * y[:, 1] + rng.standard_normal(1000)
+    >>> res = add_top_precision(invert.explain(a, y, length=1), a, y, top_q=0.02)
+    >>> res[0][0].extras["top_precision"] > 0.9, res[0][0].extras["top_size"]
+    (True, 20)
+    """
+    if top_q is not None:
+        top_q = check_interval("top_q", top_q, 0.0, 1.0, low_open=True, high_open=True)
+    a, _, y, _ = whole_inputs(activations, concepts)
+    if rows is not None:
+        rows = np.asarray(rows, dtype=np.int64)
+        a, y = a[rows], y[rows]
+    check_units(a, result)
+    cols = LabelColumns(y)
+    key = prefix + "top_precision"
+    for k, u in enumerate(result.units):
+        todo = [i for i, e in enumerate(u) if key not in e.extras]
+        if not todo:
+            continue
+        top, q = top_sets(a[:, k:k + 1], top_q)
+        masks = formula_masks([u[i].formula for i in todo], cols)
+        size = int(top[:, 0].sum())
+        inter = masks.astype(np.int64) @ top[:, 0].astype(np.int64)
+        for i, hits in zip(todo, inter, strict=True):
+            u[i] = with_extras(u[i], {key: float(hits) / size, prefix + "top_q": float(q[0]),
+                                      prefix + "top_size": size})
     return result
 
 
