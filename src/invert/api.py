@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .concepts.tokens import check_aligned
 from .engine.inputs import ActivationsLike, ConceptsLike
 from .engine.result import ExplanationResult
 from .engine.search import DEFAULT_TIME_BUDGET
@@ -146,6 +147,9 @@ def explain(
     >>> round(res[0][0].auroc, 3) > 0.95
     True
     """
+    if getattr(concepts, "row_kind", None) is not None or getattr(
+            activations, "row_kind", None) is not None:
+        check_aligned(concepts, activations)  # word pieces vs spaCy tokens, ids row by row
     search_kwargs = dict(length=length, beam_size=beam_size, min_fraction=min_fraction,
                          max_fraction=max_fraction, mode=mode, limit_search=limit_search,
                          dedupe=dedupe, device=device, memory_budget=memory_budget,
