@@ -235,7 +235,7 @@ def test_spacy_token_rows_are_refused(text_run):
     import invert
 
     with pytest.raises(ValueError, match="kind 'spacy-token' cannot be matched"):
-        invert.explain(acts, spacy_rows.subset(samples=np.arange(acts.n_samples)), length=1)
+        invert.explain(acts, spacy_rows, length=1)
 
 
 def test_token_concepts_errors(text_run):
