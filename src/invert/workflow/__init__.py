@@ -289,7 +289,16 @@ def run_explain(
     concepts, plan the layers (read the file, or list the images and load the model), line
     up and prune the concepts, then run the model, search each layer (with the permutation
     test) and write the output folder with the report, moved into ``out`` when complete.
-    ``echo`` gets the line "N samples x C concepts (K skipped), layers ..." at the start."""
+    ``echo`` gets the line "N samples x C concepts (K skipped), layers ..." at the start.
+    A built-in language model (``--model minilm``) makes a text run
+    (:func:`run_text_explain`)."""
+    if is_text_run(model, data):
+        return run_text_explain(
+            out=out, concepts_spec=concepts_spec, model=model or "", layers=layers, data=data,
+            batch_size=batch_size, cache_dir=cache_dir,
+            min_concept_samples=min_concept_samples, min_support=min_support, report=report,
+            progress=progress, search=search, backend=backend, permutations=permutations,
+            fdr=fdr, activations=activations, reduce=reduce, echo=echo)
     check_explain_args(activations=activations, model=model, layers=layers, data=data,
                        backend=backend, address=address, shard_units=shard_units,
                        holdout=search.get("holdout"), permutations=permutations,

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
