@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._validate import check_bool, check_memory_budget, check_progress
-from .engine.inputs import ActivationsLike, ConceptsLike
+from ._validate import bad, check_bool, check_int, check_memory_budget, check_progress
+from .concepts.tokens import check_aligned
+from .engine.inputs import ActivationsLike, ConceptsLike, Labels
 from .engine.result import ExplanationResult
 from .engine.search import DEFAULT_TIME_BUDGET
 from .engine.search import explain as _search
 from .trust.filler import check_filler as _check_filler
-from .trust.holdout import explain_holdout
+from .trust.holdout import explain_holdout, frequent_concepts
 
 __all__ = ["explain"]
 
@@ -41,6 +42,8 @@ def explain(
     optimal: bool = False,
     time_budget: float = DEFAULT_TIME_BUDGET,
     check_filler: bool = False,
+    min_count: int | None = None,
+    groups: Sequence[Any] | None = None,
 ) -> ExplanationResult:
     """Explain every unit of a layer with logical formulas over concepts (INVERT).
 
@@ -129,6 +132,18 @@ def explain(
         formula's AUROC stays within the full one's 95% interval, held out when there is a
         holdout): the extras ``filler``, ``simplified``, ``simplified_auroc``
         (:func:`invert.trust.check_filler`). The CLI's exports always have them.
+    min_count : int, optional
+        Leave out the concepts on fewer than ``min_count`` samples (of all samples) before
+        the search, as ``invert explain --min-concept-samples`` does: a concept seen on two
+        samples cannot be a trustworthy label. ``result.concept_names`` are then the kept
+        concepts (a plain matrix's columns named by position, ``"7"``, so formulas still
+        name the columns given) and ``result.params["min_count"]`` records it, which
+        :func:`~invert.trust.permutation_test` follows. Default: every concept.
+    groups : sequence of hashable, optional
+        With ``holdout``: one group label per sample (e.g. the document of each token), so
+        that each group lands whole in one split and the held-out figures are of unseen
+        groups (``holdout`` is then the share of groups). See
+        :func:`~invert.trust.stratified_split`.
 
     Returns
     -------
@@ -177,6 +192,18 @@ def explain(
     # checked here, before a holdout reads the activations (the search checks the rest)
     check_progress("progress", progress)
     check_memory_budget("memory_budget", memory_budget)
+    if getattr(concepts, "row_kind", None) is not None or getattr(
+            activations, "row_kind", None) is not None:
+        check_aligned(concepts, activations)  # word pieces vs spaCy tokens, ids row by row
+    if groups is not None and holdout is None:
+        raise bad("groups", "to go with holdout= (groups keep each group in one split)",
+                  "groups without a holdout", raw=True)
+    if min_count is not None:
+        check_int("min_count", min_count, minimum=1)
+        shape = getattr(activations, "shape", None)
+        n = int(shape[0]) if shape is not None and len(shape) else len(activations)
+        y, names = frequent_concepts(concepts, n, min_count)
+        concepts = Labels(names, y)
     search_kwargs = dict(length=length, beam_size=beam_size, min_fraction=min_fraction,
                          max_fraction=max_fraction, mode=mode, limit_search=limit_search,
                          dedupe=dedupe, device=device, memory_budget=memory_budget,
@@ -188,7 +215,9 @@ def explain(
     if holdout is not None:
         res: ExplanationResult = explain_holdout(
             activations, concepts, holdout=holdout, random_state=random_state,
-            parsimony=parsimony, search_kwargs=search_kwargs)
+            parsimony=parsimony, search_kwargs=search_kwargs, groups=groups)
     else:
         res = _search(activations, concepts, **search_kwargs)
+    if min_count is not None:
+        res.params["min_count"] = min_count
     return _check_filler(res, activations, concepts) if check_filler else res

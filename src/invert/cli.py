@@ -16,6 +16,9 @@ Examples
     invert explain --model efficientnet-lite0 --layer _blocks.15 --data photos/ \\
         --concepts folders --wordnet --holdout 0.5 --out out/
     invert explain --activations acts.npy --concepts labels.csv --out out/
+    invert explain --model minilm --layer encoder.layer.3.output --data docs.jsonl \\
+        --holdout 0.3 --out out/
+    invert demo --text --out invert-demo-text
     invert report out/
 """
 
@@ -30,7 +33,7 @@ from typing import Any
 
 import click
 
-from . import demo
+from . import demo, demo_text
 from ._validate import InvalidParameterError, check_memory_budget
 from .report import build_report
 from .report.outputs import record_baseline
@@ -150,19 +153,23 @@ def _search_params(*, length: int, beam_size: int, min_fraction: float, max_frac
 @cli.command("explain")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder (written whole when the run completes).")
-@click.option("--concepts", "-c", "concepts_spec", required=True,
+@click.option("--concepts", "-c", "concepts_spec", default=None,
               help="'folders' (folder names under --data), 'imagenet' (WNID folders), a "
                    ".csv/.tsv/.parquet table (a 'sample' column of ids, one 0/1 column per "
-                   "concept), or a saved concept set (.npz).")
+                   "concept), or a saved concept set (.npz). With --model minilm: 'tokens' "
+                   "(spaCy token concepts, the default) or a saved set of the same rows.")
 @click.option("--activations", "-a", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Precomputed activations: .npy, .pt, .parquet or .csv.")
 @click.option("--model", "-m", default=None,
-              help="'efficientnet-lite0' or 'module:function' returning an nn.Module "
-                   "(or a (module, transform) tuple).")
+              help="'efficientnet-lite0', 'minilm' (the offline all-MiniLM-L6-v2: --data is "
+                   "then a text file, one document per line, or a JSONL file of "
+                   "{\"id\", \"text\"}; one row per word piece) or 'module:function' "
+                   "returning an nn.Module (or a (module, transform) tuple).")
 @click.option("--layer", "-l", "layers", multiple=True,
               help="Layer name from model.named_modules() ('' is the output); repeatable.")
 @click.option("--data", "-d", type=click.Path(path_type=Path), default=None,
-              help="Image folder (model input, and labels for --concepts folders/imagenet).")
+              help="Image folder (model input, and labels for --concepts folders/imagenet); "
+                   "with --model minilm a .txt (one document per line) or .jsonl file.")
 @click.option("--images", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder the sample ids are image paths in (thumbnails in the report).")
 @click.option("--wordnet/--no-wordnet", default=False, show_default=True,
@@ -273,14 +280,41 @@ def report_cmd(ctx: click.Context, out: Path, images: Path | None, title: str | 
               help="Tux Paint stamps folder (default /usr/share/tuxpaint/stamps).")
 @click.option("--device", default=None, help="Where to run the model and search.")
 @click.option("--batch-size", type=click.IntRange(1, None), default=32, show_default=True)
+@click.option("--text", is_flag=True, default=False,
+              help="The text demo instead: MiniLM over Debian fortunes with spaCy token "
+                   "concepts (default --out invert-demo-text).")
+@click.option("--fortunes", type=click.Path(path_type=Path), default=None,
+              help="With --text: the fortunes folder (default /usr/share/games/fortunes).")
+@click.option("--docs", type=click.IntRange(10, None), default=demo_text.N_DOCS,
+              show_default=True, help="With --text: fortunes explained.")
+@click.option("--layer", "layers", multiple=True,
+              help="With --text: MiniLM layers (default "
+                   f"{', '.join(demo_text.LAYERS)}); repeatable.")
+@click.option("--permutations", type=click.IntRange(0, None),
+              default=demo_text.N_PERMUTATIONS, show_default=True,
+              help="With --text: permutations of the search (0: no permutation test).")
 @_verbosity
 @click.pass_context
 def demo_cmd(ctx: click.Context, out: Path, stamps: Path | None, device: str | None,
-             batch_size: int) -> int:
-    """Explain EfficientNet-Lite0 on the Tux Paint photos with WordNet concepts (offline)."""
+             batch_size: int, text: bool, fortunes: Path | None, docs: int,
+             layers: tuple[str, ...], permutations: int) -> int:
+    """Explain EfficientNet-Lite0 on the Tux Paint photos with WordNet concepts, or with
+    --text MiniLM on Debian fortunes with spaCy token concepts (offline)."""
+    src = ctx.get_parameter_source("out")
+    if not text and (fortunes is not None or layers):
+        raise click.UsageError("--fortunes and --layer go with --text")
     with install_hints_as_command_errors():
-        path = demo.run_demo(out, stamps=stamps, device=device, batch_size=batch_size,
-                             progress=ctx.obj["progress"], echo=click.echo)
+        if text:
+            if src == click.core.ParameterSource.DEFAULT:
+                out = Path("invert-demo-text")
+            path = demo_text.run_text_demo(
+                out, fortunes_root=fortunes, n_docs=docs,
+                layers=tuple(layers) or demo_text.LAYERS, permutations=permutations,
+                device=device, batch_size=batch_size, progress=ctx.obj["progress"],
+                echo=click.echo)
+        else:
+            path = demo.run_demo(out, stamps=stamps, device=device, batch_size=batch_size,
+                                 progress=ctx.obj["progress"], echo=click.echo)
     click.echo(f"report: {path.resolve()}")
     return 0
 

@@ -229,8 +229,13 @@ def test_spacy_token_rows_are_refused(text_run):
     from invert.concepts import from_spacy
 
     spacy_rows = from_spacy(TEXTS, nlp=nlp, min_word_count=1)
+    assert spacy_rows.row_kind == "spacy-token" and acts.row_kind == "piece"
     with pytest.raises(ValueError, match="cannot be matched"):
         check_aligned(spacy_rows, acts)
+    import invert
+
+    with pytest.raises(ValueError, match="kind 'spacy-token' cannot be matched"):
+        invert.explain(acts, spacy_rows, length=1)
 
 
 def test_token_concepts_errors(text_run):

@@ -117,3 +117,128 @@ def test_holdout_validation():
         explain_holdout(np.arange(10.0), y, holdout=0.5, parsimony=-1)
     with pytest.raises(ValueError, match="^search_kwargs: expected search parameters only"):
         explain_holdout(np.arange(10.0), y, holdout=0.5, search_kwargs={"holdout": 0.3})
+
+
+# ----------------------------------------------------------------------------- groups
+
+
+def _documents(seed: int, n_docs: int = 60, per_doc: int = 20, vocab: int = 200,
+               words_per_doc: int = 4, n_units: int = 4):
+    """Tokens of documents that share their activation (a document-level shift per unit)
+    and their words (each document draws a few words of a shared vocabulary)."""
+    rng = np.random.default_rng(seed)
+    doc = np.repeat(np.arange(n_docs), per_doc)
+    words = np.stack([rng.choice(vocab, words_per_doc, replace=False) for _ in range(n_docs)])
+    tok = words[doc, rng.integers(0, words_per_doc, doc.size)]
+    y = np.zeros((doc.size, vocab), dtype=bool)
+    y[np.arange(doc.size), tok] = True
+    shift = rng.standard_normal((n_docs, n_units)) * 2.0
+    a = shift[doc] + 0.3 * rng.standard_normal((doc.size, n_units))
+    return a, y, doc
+
+
+def test_grouped_split_keeps_each_group_whole(rng):
+    a, y, doc = _documents(1, vocab=60, words_per_doc=6)
+    labels = [f"doc{d}" for d in doc]  # any hashable labels
+    for holdout in (0.3, 0.5):
+        s, h = stratified_split(y, holdout, random_state=2, groups=labels)
+        assert np.array_equal(np.sort(np.r_[s, h]), np.arange(len(doc)))
+        assert not set(doc[s]) & set(doc[h])
+        if holdout == 0.5:  # the share is of groups (rarer concepts pull it up at 0.3)
+            assert abs(len(set(doc[h])) - holdout * 60) <= 6
+        # a word in two or more documents is in both parts
+        docs_of = [set(doc[y[:, j]]) for j in range(y.shape[1])]
+        for j, ds in enumerate(docs_of):
+            if len(ds) >= 2:
+                assert y[s, j].any() and y[h, j].any(), j
+    with pytest.raises(ValueError, match="one group label per sample"):
+        stratified_split(y, 0.5, groups=doc[:-1])
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        stratified_split(y, 0.5, groups=np.zeros(len(doc), dtype=int))
+
+
+def test_grouped_holdout_is_not_inflated_by_tokens_of_searched_documents():
+    import invert
+
+    a, y, doc = _documents(3)
+    kwargs = dict(length=2, beam_size=3, min_fraction=0.02, holdout=0.5, random_state=0)
+    plain = invert.explain(a, y, **kwargs)
+    grouped = invert.explain(a, y, groups=doc, **kwargs)
+    held = grouped.holdout_index
+    assert not set(doc[held]) & set(doc[grouped.search_index])
+    assert grouped.params["holdout_groups"] == 60
+
+    def held_auroc(res):
+        return np.array([u[0].extras["holdout_auroc"] for u in res.units])
+
+    hp, hg = held_auroc(plain), held_auroc(grouped)
+    # tokens of a searched document carry its shift into the held-out part
+    assert np.nanmean(hp) > 0.8
+    assert np.nanmean(hg) < np.nanmean(hp) - 0.15
+    # the held-out AUROC is that of the held-out tokens (checked against sklearn)
+    u = grouped.units[0][0]
+    mask = np.asarray(u.evaluate(y)).ravel().astype(bool)
+    want = roc_auc_score(mask[held], a[held, 0])
+    assert u.extras["holdout_auroc"] == pytest.approx(want, abs=1e-12)
+    with pytest.raises(ValueError, match="groups"):
+        invert.explain(a, y, groups=doc)
+
+
+def test_min_count_leaves_rare_concepts_out(rng):
+    import invert
+
+    n = 400
+    y = rng.random((n, 6)) < 0.2
+    y[:, 5] = False
+    y[[3, 9], 5] = True  # a concept on two samples
+    a = np.c_[5.0 * y[:, 5] + 0.1 * rng.standard_normal(n),
+              2.0 * y[:, 1] + rng.standard_normal(n)]
+    names = [f"c{j}" for j in range(6)]
+    from invert.concepts import ConceptSet
+
+    cs = ConceptSet(y, names)
+    free = invert.explain(a, cs, length=1, beam_size=2)
+    assert str(free[0][0].formula) == "c5"
+    res = invert.explain(a, cs, length=1, beam_size=2, min_count=3)
+    assert "c5" not in res.concept_names and res.params["min_count"] == 3
+    assert str(res[1][0].formula) == "c1" and "c5" not in str(res[0][0].formula)
+    # a plain matrix: the kept columns keep their positions as names
+    raw = invert.explain(a, y, length=1, beam_size=2, min_count=3)
+    assert raw.concept_names == ["0", "1", "2", "3", "4"]
+    assert str(raw[1][0].formula) == '"1"'  # a name, quoted: not position 1 of the kept
+    # the permutation test searches the same concepts (the rare one left out)
+    from invert.trust import permutation_test
+
+    p = permutation_test(a, cs, res, n_permutations=19, random_state=0, tail=None)
+    assert res[1][0].extras["tested_formula"] == "c1" and p[1] == pytest.approx(0.05)
+    held = invert.explain(a, cs, length=1, beam_size=2, min_count=3, holdout=0.5,
+                          random_state=0)
+    assert "c5" not in held.concept_names and held.params["min_count"] == 3
+    with pytest.raises(ValueError, match="min_count"):
+        invert.explain(a, cs, min_count=0)
+    with pytest.raises(ValueError, match="min_count"):
+        invert.explain(a, cs, min_count=n + 1)
+
+
+def test_permutation_test_moves_documents_together():
+    """Units that fire on whole documents, topics that hold on whole documents, no link
+    between the two: permuting tokens makes nearly every unit 'significant', permuting
+    documents (groups=) does not."""
+    import invert
+    from invert.trust import permutation_test
+
+    rng = np.random.default_rng(11)
+    n_docs, per_doc, n_units = 40, 15, 12
+    doc = np.repeat(np.arange(n_docs), per_doc)
+    topic = rng.integers(0, 6, n_docs)
+    y = np.zeros((doc.size, 6), dtype=bool)
+    y[np.arange(doc.size), topic[doc]] = True
+    a = rng.standard_normal((n_docs, n_units))[doc] + 0.2 * rng.standard_normal(
+        (doc.size, n_units))
+    res = invert.explain(a, y, length=1, beam_size=1)
+    p_tokens = permutation_test(a, y, res, n_permutations=99, random_state=0, tail=None,
+                                groups=None, annotate=False)
+    p_docs = permutation_test(a, y, res, n_permutations=99, random_state=0, tail=None,
+                              groups=doc, annotate=False)
+    assert (p_tokens <= 0.05).mean() > 0.8
+    assert (p_docs <= 0.05).mean() < 0.35

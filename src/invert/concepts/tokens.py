@@ -244,8 +244,7 @@ def align_tokens(
         [[c for c in r if c in keep] for r in rows], names=names,
         sample_ids=[(doc_ids[int(d)], int(p)) for d, p in index],
         skipped=_truncation_records(encoding, doc_ids), source=source or "token concepts",
-        warn_constant=False)
-    cs.row_kind = ROW_KIND  # type: ignore[attr-defined]
+        warn_constant=False, row_kind=ROW_KIND)
     return cs
 
 
@@ -430,9 +429,16 @@ positions, special : bool
 # =========================================================================================
 # Checking a pairing
 # =========================================================================================
+def _hashable_id(v: Any) -> Any:
+    """A sample id with lists (from JSON) as tuples, at every depth."""
+    if isinstance(v, np.generic):
+        return v.item()
+    return tuple(_hashable_id(x) for x in v) if isinstance(v, list | tuple) else v
+
+
 def _ids(obj: Any) -> list[Any] | None:
     ids = getattr(obj, "sample_ids", None)
-    return None if ids is None else [tuple(i) if isinstance(i, list) else i for i in ids]
+    return None if ids is None else [_hashable_id(i) for i in ids]
 
 
 def _n_rows(obj: Any) -> int:
@@ -440,21 +446,31 @@ def _n_rows(obj: Any) -> int:
     return int(n) if n is not None else int(np.shape(obj)[0])
 
 
+def _kind(obj: Any) -> tuple[bool, str | None]:
+    """Whether ``obj`` declares a row kind (a concept set or activation set does; a plain
+    array does not), and the kind (None: plain samples)."""
+    return hasattr(obj, "row_kind"), getattr(obj, "row_kind", None)
+
+
 def check_aligned(concepts: Any, activations: Any) -> None:
     """Raise unless ``concepts`` and ``activations`` have the same rows.
 
-    The rows must agree in number, in kind (``row_kind``: ``"piece"`` for one row per
-    tokenizer token; a set without it is a set of samples) and, where both have sample ids,
-    id for id.
+    The rows must agree in number, in kind and, where both have sample ids, id for id.
+    Kinds (``row_kind``): ``"piece"`` for one row per tokenizer token (``reduce="tokens"``,
+    :func:`token_concepts`), ``"spacy-token"`` for one row per spaCy token
+    (:func:`~invert.concepts.from_spacy`), None for plain samples. Two declared kinds must
+    be equal; word-piece rows also refuse plain-sample rows of a concept or activation set
+    (e.g. per-document activations). An object without a ``row_kind`` attribute (a numpy
+    array, a tensor) is not checked for its kind.
 
     Raises
     ------
     InvalidParameterError
         Naming the first difference.
     """
-    kind_c = getattr(concepts, "row_kind", None)
-    kind_a = getattr(activations, "row_kind", None)
-    if kind_c != kind_a:
+    (has_c, kind_c), (has_a, kind_a) = _kind(concepts), _kind(activations)
+    if has_c and has_a and kind_c != kind_a and (
+            None not in (kind_c, kind_a) or ROW_KIND in (kind_c, kind_a)):
         raise InvalidParameterError(
             f"concepts: rows of kind {kind_c or 'sample'!r} cannot be matched against "
             f"activation rows of kind {kind_a or 'sample'!r} (e.g. spaCy tokens against word "
@@ -468,4 +484,3 @@ def check_aligned(concepts: Any, activations: Any) -> None:
         raise InvalidParameterError(
             f"concepts: row {i} is sample {ids_c[i]!r}, the activations' row {i} is "
             f"{ids_a[i]!r}")
-

@@ -141,7 +141,9 @@ def _prepare(run: RunData, images_root) -> tuple[Path, Thumbs]:
     root_path = Path(root) if root is not None and Path(root).is_dir() else None
     if root is not None and root_path is None:
         logger.warning("images folder %s not found: the report shows sample ids only", root)
-    return rep, Thumbs(root_path, run.sample_ids, thumbs_dir)
+    thumbs = Thumbs(root_path, run.sample_ids, thumbs_dir)
+    thumbs.texts = run.texts  # text runs: each sample as its token in context
+    return rep, thumbs
 
 
 def _units(run: RunData) -> list[dict[str, Any]]:

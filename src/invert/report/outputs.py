@@ -9,6 +9,8 @@ Layout of ``OUT/``::
                            ids, invert version
     activations_<layer>.npy  (N, K) float32 activations of each layer, for the report
     concepts.npz, concepts.json  the concept set (:meth:`ConceptSet.save`)
+    texts.json             text runs: the documents and each row's token span
+                           (:mod:`invert.report.texts`), for the report
     report/                the HTML report (:func:`invert.report.build_report`)
 
 Entries of ``run.json`` that the report reads besides those :func:`save_run` writes (each
@@ -65,6 +67,7 @@ from ..trust.baseline import random_baseline, run_figures
 from ..trust.filler import check_filler
 from ..trust.metrics import add_top_precision
 from .paths import check_slug, file_inside
+from .texts import SampleTexts, read_texts, write_texts
 
 __all__ = ["save_run", "load_run", "RunData", "layer_slug", "unit_slug", "RUN_FILE",
            "record_baseline"]
@@ -95,6 +98,7 @@ def save_run(
     images_root: str | os.PathLike | None = None,
     unit_labels: Mapping[str, Sequence[str]] | None = None,
     extra: Mapping[str, Any] | None = None,
+    texts: SampleTexts | None = None,
 ) -> Path:
     """Write the explanations and what the report needs into the folder ``out``.
 
@@ -119,6 +123,10 @@ def save_run(
         Layer -> a human label per unit (e.g. class names of logits).
     extra : mapping, optional
         More entries for ``run.json``.
+    texts : SampleTexts, optional
+        For text runs: the documents and each row's span
+        (:func:`invert.report.texts.texts_of_encoding`), written as ``texts.json``; the
+        report then shows each sample as its token in context.
 
     Returns
     -------
@@ -144,6 +152,8 @@ def save_run(
             fh.write(json.dumps(json_safe(rec), allow_nan=False) + "\n")
     _write_tables(out, list(results.items()))
     concepts.save(out / CONCEPTS_BASE)
+    if texts is not None and texts.n_rows != n:
+        raise bad("texts", f"{n} rows (one per sample)", f"{texts.n_rows}", raw=True)
     meta = {
         "format": "invert.run",
         "format_version": FORMAT_VERSION,
@@ -163,6 +173,8 @@ def save_run(
         "files": {"jsonl": JSONL_FILE, "csv": CSV_FILE, "parquet": PARQUET_FILE},
     }
     meta.update(dict(extra or {}))
+    if texts is not None:
+        meta["texts"] = write_texts(out, texts)
     path = out / RUN_FILE
     with replacing(path) as tmp:  # last: a run.json names only files written whole
         tmp.write_text(json.dumps(json_safe(meta), indent=1, allow_nan=False), encoding="utf-8")
@@ -278,6 +290,8 @@ class RunData:
     records: dict[str, list[dict[str, Any]]]
     concepts: ConceptSet
     activations: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the documents of a text run (``texts.json``), or None
+    texts: SampleTexts | None = None
 
     @property
     def layers(self) -> list[dict[str, Any]]:
@@ -331,7 +345,21 @@ def load_run(out: str | os.PathLike) -> RunData:
         if not f.is_file():
             raise FileNotFoundError(f"{f}: missing (needed to draw the report)")
         acts[lay["name"]] = np.load(f, mmap_mode="r")
-    return RunData(out=out, meta=meta, records=records, concepts=concepts, activations=acts)
+    return RunData(out=out, meta=meta, records=records, concepts=concepts, activations=acts,
+                   texts=_texts(out, meta, concepts.n_samples))
+
+
+def _texts(out: Path, meta: dict[str, Any], n: int) -> SampleTexts | None:
+    """The run's ``texts.json`` (None without one, or when it does not fit: logged)."""
+    name = meta.get("texts")
+    if not name:
+        return None
+    f = file_inside(out, name, "run.json: texts")
+    texts = read_texts(f, n) if f.is_file() else None
+    if texts is None:
+        logger.warning("%s: missing or not the texts of these %d rows; the report shows "
+                       "sample ids", f, n)
+    return texts
 
 
 def record_baseline(out: str | os.PathLike, results: Mapping[str, ExplanationResult],

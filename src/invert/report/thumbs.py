@@ -65,6 +65,8 @@ class Thumbs:
         self.sample_ids = sample_ids
         self.folder = folder
         self.done: dict[tuple[int, Any], tuple[str, int, int] | None] = {}
+        #: the documents of a text run (:class:`invert.report.texts.SampleTexts`), if any
+        self.texts: Any = None
         self.refused = 0
         self.Image = None
         if root is not None:
@@ -110,8 +112,11 @@ class Thumbs:
         return f"assets/thumbs/{name}", w, h
 
 
-def _text_html(meta: dict[str, Any], sid: Any, i: int) -> str | None:
-    """Highlighted token in context for text runs (``documents`` in run.json), or the text."""
+def _text_html(meta: dict[str, Any], sid: Any, i: int, run_texts: Any = None) -> str | None:
+    """Highlighted token in context for text runs (``texts.json``, else ``documents`` in
+    run.json), or the text."""
+    if run_texts is not None:
+        return run_texts.html(i)
     texts = meta.get("sample_texts")
     if texts is not None:
         return escape(str(texts[i]))
@@ -152,7 +157,7 @@ def exemplar(i: int, a: np.ndarray, mask: np.ndarray, thumbs: Thumbs, meta: dict
         "sid": str(sid), "short": short_name(sid), "act": f"{a[i]:.3g}", "inside": bool(mask[i]),
         "src": "../../" + thumb[0] if thumb else None,
         "thumb": thumb[0] if thumb else None,
-        "html": None if thumb else _text_html(meta, sid, i),
+        "html": None if thumb else _text_html(meta, sid, i, thumbs.texts),
         "held_out": bool(held_out[i]) if held_out is not None else None,
         "heat": None, "box": None,
     }

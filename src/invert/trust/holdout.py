@@ -17,14 +17,15 @@ from scipy.stats import rankdata
 
 from .._validate import bad, check_interval, check_random_state
 from ..engine.formula import BinaryFormula, Formula, LabelColumns, Literal, formula_masks
-from ..engine.inputs import ActivationsLike, ConceptsLike, Labels
+from ..engine.inputs import ActivationsLike, ConceptsLike, Labels, as_labels
 from ..engine.result import Explanation, ExplanationResult, UnitExplanations
 from ..engine.search import explain
 from ..engine.stats import auroc_from_ranksum, mannwhitney_pvalues
 from ._data import whole_inputs
 from .metrics import check_level, delong_intervals
 
-__all__ = ["HoldoutResult", "explain_holdout", "stratified_split", "DEFAULT_PARSIMONY"]
+__all__ = ["HoldoutResult", "explain_holdout", "stratified_split", "DEFAULT_PARSIMONY",
+           "frequent_concepts", "check_groups"]
 
 log = logging.getLogger(__name__)
 
@@ -70,51 +71,33 @@ def _tie_term(values: np.ndarray) -> float:
 # ----------------------------------------------------------------------------- split
 
 
-def stratified_split(concepts: ConceptsLike, holdout: float,
-                     random_state=None) -> tuple[np.ndarray, np.ndarray]:
-    """Split samples so that every concept with at least two positives lands in both parts.
+def check_groups(groups: Any, n: int) -> np.ndarray | None:
+    """Group ids ``0 .. M-1`` (int64, first appearance order) of ``n`` rows from one
+    hashable label per row (document ids, ``(document, position)`` ids' documents, ints),
+    or None for ``groups=None``."""
+    if groups is None:
+        return None
+    if isinstance(groups, str | bytes) or not hasattr(groups, "__len__"):
+        raise bad("groups", f"None or one group label per sample ({n})",
+                  type(groups).__name__, raw=True)
+    labels = [g.item() if isinstance(g, np.generic) else
+              tuple(g) if isinstance(g, list) else g for g in groups]
+    if len(labels) != n:
+        raise bad("groups", f"one group label per sample ({n})", f"{len(labels)} labels",
+                  raw=True)
+    index: dict[Any, int] = {}
+    try:
+        gid = np.fromiter((index.setdefault(g, len(index)) for g in labels), np.int64, n)
+    except TypeError as err:
+        raise bad("groups", "hashable group labels (str, int, tuples)", f"{err}",
+                  raw=True) from err
+    return gid
 
-    Concepts are visited rarest first (ties in random order). For each concept with ``c >= 2``
-    positives, its not yet assigned positives are shuffled and split so that its held-out
-    count approaches ``t = round(holdout * c)``, clipped to ``[1, c - 1]``; positives already
-    assigned by rarer concepts count towards ``t``. Samples left over (in no concept, or
-    only in single-positive concepts) are shuffled and split so that the held-out part has
-    about ``round(holdout * N)`` samples.
 
-    A concept that still has an unassigned positive when visited always ends up in both
-    parts, so the guarantee holds for nested or disjoint concepts (hierarchies such as
-    WordNet, mutually exclusive classes); with arbitrary overlaps a concept whose positives
-    were all assigned by rarer ones can, rarely, end up in one part only (logged).
-
-    Parameters
-    ----------
-    concepts : array-like, scipy.sparse matrix or concept set, shape (N, C)
-    holdout : float in (0, 1)
-        Share of samples held out.
-    random_state : None, int or numpy.random.Generator
-
-    Returns
-    -------
-    search_index, holdout_index : numpy.ndarray of int64
-        Sorted, disjoint, covering ``range(N)``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> y = np.zeros((10, 2), dtype=bool); y[:2, 0] = True; y[2:6, 1] = True
-    >>> s, h = stratified_split(y, 0.5, random_state=0)
-    >>> bool(y[s, 0].any() and y[h, 0].any() and y[s, 1].any() and y[h, 1].any())
-    True
-    """
-    holdout = _check_holdout(holdout)
-    rng = check_random_state("random_state", random_state)
-    if hasattr(concepts, "matrix") and hasattr(concepts, "names"):
-        concepts = concepts.matrix
-    y = sp.csc_matrix(concepts if sp.issparse(concepts) else np.asarray(concepts, dtype=bool))
-    y.eliminate_zeros()
+def _assign(y: sp.csc_matrix, holdout: float, rng: np.random.Generator) -> np.ndarray:
+    """0 (search) / 1 (held out) per row of ``y``, stratified (see
+    :func:`stratified_split`)."""
     n = y.shape[0]
-    if n < 2:
-        raise bad("concepts", "at least 2 samples to split", f"{n} rows", raw=True)
     counts = np.diff(y.indptr)
     cand = np.flatnonzero((counts >= 2) & (counts < n))
     cand = cand[np.lexsort((rng.random(cand.size), counts[cand]))]
@@ -139,13 +122,108 @@ def stratified_split(concepts: ConceptsLike, holdout: float,
         assign[rng.integers(n)] = 1
     if not (assign == 0).any():
         assign[rng.integers(n)] = 0
-    hold = assign == 1
+    return assign
+
+
+def _group_matrix(y: sp.csc_matrix, gid: np.ndarray) -> sp.csc_matrix:
+    """(M, C) bool: whether some row of each group has each concept."""
+    m = int(gid.max()) + 1
+    member = sp.csr_matrix((np.ones(gid.size), (gid, np.arange(gid.size))),
+                           shape=(m, gid.size))
+    g = sp.csc_matrix(member @ y.astype(np.float64))
+    g.data[:] = 1.0
+    return sp.csc_matrix(g.astype(bool))
+
+
+def stratified_split(concepts: ConceptsLike, holdout: float, random_state=None, *,
+                     groups=None) -> tuple[np.ndarray, np.ndarray]:
+    """Split samples so that every concept with at least two positives lands in both parts.
+
+    Concepts are visited rarest first (ties in random order). For each concept with ``c >= 2``
+    positives, its not yet assigned positives are shuffled and split so that its held-out
+    count approaches ``t = round(holdout * c)``, clipped to ``[1, c - 1]``; positives already
+    assigned by rarer concepts count towards ``t``. Samples left over (in no concept, or
+    only in single-positive concepts) are shuffled and split so that the held-out part has
+    about ``round(holdout * N)`` samples.
+
+    A concept that still has an unassigned positive when visited always ends up in both
+    parts, so the guarantee holds for nested or disjoint concepts (hierarchies such as
+    WordNet, mutually exclusive classes); with arbitrary overlaps a concept whose positives
+    were all assigned by rarer ones can, rarely, end up in one part only (logged).
+
+    With ``groups`` the same is done with groups in place of samples (a group has a concept
+    when one of its samples has it; ``holdout`` is then the share of groups held out), and
+    every sample goes where its group goes: no group is split. Give the document of each
+    token, so that held-out tokens come from documents the search never saw.
+
+    Parameters
+    ----------
+    concepts : array-like, scipy.sparse matrix or concept set, shape (N, C)
+    holdout : float in (0, 1)
+        Share of samples (of groups, with ``groups``) held out.
+    random_state : None, int or numpy.random.Generator
+    groups : sequence of hashable, optional
+        One group label per sample (e.g. its document id); None: every sample on its own.
+
+    Returns
+    -------
+    search_index, holdout_index : numpy.ndarray of int64
+        Sorted, disjoint, covering ``range(N)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y = np.zeros((10, 2), dtype=bool); y[:2, 0] = True; y[2:6, 1] = True
+    >>> s, h = stratified_split(y, 0.5, random_state=0)
+    >>> bool(y[s, 0].any() and y[h, 0].any() and y[s, 1].any() and y[h, 1].any())
+    True
+    >>> docs = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    >>> s, h = stratified_split(y, 0.4, random_state=0, groups=docs)
+    >>> sorted({docs[i] for i in h} & {docs[i] for i in s})
+    []
+    """
+    holdout = _check_holdout(holdout)
+    rng = check_random_state("random_state", random_state)
+    if hasattr(concepts, "matrix") and hasattr(concepts, "names"):
+        concepts = concepts.matrix
+    y = sp.csc_matrix(concepts if sp.issparse(concepts) else np.asarray(concepts, dtype=bool))
+    y.eliminate_zeros()
+    n = y.shape[0]
+    if n < 2:
+        raise bad("concepts", "at least 2 samples to split", f"{n} rows", raw=True)
+    gid = check_groups(groups, n)
+    if gid is None:
+        hold = _assign(y, holdout, rng) == 1
+    else:
+        if gid.max() < 1:
+            raise bad("groups", "at least 2 groups to split", "1 group", raw=True)
+        hold = (_assign(_group_matrix(y, gid), holdout, rng) == 1)[gid]
+    counts = np.diff(y.indptr)
     in_h = np.asarray(y[hold].sum(axis=0)).ravel()
     one_sided = int(((counts >= 2) & ((in_h == 0) | (in_h == counts))).sum())
     if one_sided:
         log.info("stratified_split: %d concepts with >= 2 positives fall in one part only",
                  one_sided)
     return np.flatnonzero(~hold), np.flatnonzero(hold)
+
+
+def frequent_concepts(concepts: ConceptsLike, n: int, min_count: int | None
+                      ) -> tuple[Any, list[str] | None]:
+    """The checked ``(N, C')`` labels and names of the concepts on at least ``min_count``
+    samples (of all ``n``), as :func:`invert.explain` searches them with ``min_count``;
+    a plain matrix's kept columns are named by their positions (``"7"``), so formulas
+    still name the columns given. ``min_count=None``: all concepts, names unchanged."""
+    y, names = as_labels(concepts, n)
+    if min_count is None:
+        return y, names
+    counts = np.asarray(y.sum(axis=0)).ravel()
+    keep = np.flatnonzero(counts >= min_count)
+    if keep.size == 0:
+        raise bad("min_count", f"a count that some concept reaches (the most common is on "
+                  f"{int(counts.max(initial=0))} samples)", min_count)
+    all_names = names if names is not None else [str(j) for j in range(y.shape[1])]
+    y = y[:, keep]
+    return (sp.csr_matrix(y) if sp.issparse(y) else y), [all_names[j] for j in keep]
 
 
 # ----------------------------------------------------------------------------- held-out figures
@@ -326,6 +404,7 @@ def explain_holdout(
     parsimony: float | str | None = "auto",
     search_kwargs: dict[str, Any] | None = None,
     level: float = 0.95,
+    groups=None,
 ) -> HoldoutResult:
     """Search on one split, evaluate on the other (held-out figures one can trust).
 
@@ -346,6 +425,11 @@ def explain_holdout(
         ``device``, ``memory_budget``).
     level : float, default 0.95
         Coverage of the held-out confidence interval.
+    groups : sequence of hashable, optional
+        One group label per sample (e.g. the document of each token): a group's samples
+        all land in the same split, so held-out figures are of groups the search never saw
+        (tokens of one document share much, and held-out tokens of searched documents
+        inflate the held-out AUROC). ``holdout`` is then the share of groups held out.
 
     Returns
     -------
@@ -358,7 +442,8 @@ def explain_holdout(
         approximation with tie correction), ``holdout_support``, and ``search_rank`` (the
         formula's rank in the search output; None for a shorter ancestor added by the
         parsimony rule). ``params`` gain ``holdout``, ``parsimony``, ``n_search``,
-        ``n_holdout`` and ``random_state`` (when an int).
+        ``n_holdout``, ``random_state`` (when an int) and, with ``groups``,
+        ``holdout_groups`` (the number of groups).
 
     Notes
     -----
@@ -396,7 +481,8 @@ def explain_holdout(
     level = check_level(level)
     kwargs = _check_search_kwargs(search_kwargs)
     a, unit_ids, y, names = whole_inputs(activations, concepts, exact=True)
-    s_idx, h_idx = stratified_split(y, holdout, random_state)
+    gid = check_groups(groups, a.shape[0])
+    s_idx, h_idx = stratified_split(y, holdout, random_state, groups=gid)
     y_s, y_h = y[s_idx], y[h_idx]
     res = explain(a[s_idx], Labels(names, y_s), **kwargs)
     p = res.params
@@ -411,5 +497,6 @@ def explain_holdout(
             units.append(u.derive(unit=k, unit_id=uid))
     return HoldoutResult(units=units, concept_names=res.concept_names,
                          undefined_concepts=res.undefined_concepts,
-                         params=_holdout_params(p, holdout, margin, split, random_state),
+                         params=_holdout_params(p, holdout, margin, split, random_state)
+                         | ({} if gid is None else {"holdout_groups": int(gid.max()) + 1}),
                          n_samples=a.shape[0], search_index=s_idx, holdout_index=h_idx)

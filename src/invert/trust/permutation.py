@@ -42,6 +42,7 @@ from ._ties import (
 )
 from ._ties import tie_keys as _tie_keys
 from .floor import PermutationEstimate, make_floor
+from .holdout import frequent_concepts
 from .metrics import correct_pvalues
 from .tail import TAIL_METHODS, TailFit, fit_tail, null_pvalues
 
@@ -379,10 +380,18 @@ def _checked(n_permutations, block, alpha, method, tail, ties, random_state):
             check_random_state("random_state", random_state))
 
 
+def _searched_concepts(y, result: ExplanationResult):
+    """The concept columns the search saw: those on at least ``min_count`` samples when
+    :func:`invert.explain` left the rarer ones out (``params["min_count"]``)."""
+    min_count = (result.params or {}).get("min_count")
+    return y if min_count is None else frequent_concepts(y, y.shape[0], int(min_count))[0]
+
+
 def _search_data(activations, concepts, result: ExplanationResult, search_kwargs: dict):
     """The search split's activations and labels, the search's keyword arguments, the sign
     of the score and the split's rows (None without a holdout)."""
     a, _, y, _ = whole_inputs(activations, concepts)
+    y = _searched_concepts(y, result)
     rows = getattr(result, "search_index", None)
     if rows is not None:
         a, y = a[rows], y[rows]
@@ -503,7 +512,11 @@ def permutation_test(
         ``"auto"``: the groups of :func:`~invert.trust.duplicate_groups` on the activations
         searched; an array: one group id per sample (of all samples, also with a holdout);
         None: every sample on its own. With ``null=``, the null's groups. Ignored with
-        ``ties="exact"``.
+        ``ties="exact"``. Documents: give the document of each token (as ints, e.g.
+        ``token_index[:, 0]``) and each document moves as one draw; members that differ
+        are ranked by their group's mean, so the test asks whether the documents'
+        activations go with the concepts, and a unit that fires on whole documents is no
+        longer significant by the number of its tokens (conservative for token labels).
     **search_kwargs
         Overrides of the search parameters (default: ``result.params``), e.g. ``device``.
 
@@ -616,6 +629,7 @@ def permutation_null(
     n_permutations, block, alpha, method, tail, _, rng = _checked(
         n_permutations, block, alpha, method, tail, "break", random_state)
     y, _ = as_labels(concepts, result.n_samples)
+    y = _searched_concepts(y, result)
     rows = getattr(result, "search_index", None)
     if rows is not None:
         y = y[rows]

@@ -67,6 +67,7 @@ from .models import (
 from .outputs import StagedOutput, check_writable_folder
 from .samples import SampleMatch, align_concepts, min_fraction_for_support, prune_concepts
 from .summary import rank_score, summary_table, support_warnings
+from .text import TEXT_MODELS, is_text_run, load_text_model, read_documents, text_activations
 
 __all__ = [
     "CommandError", "RunWarning", "install_hints_as_command_errors", "load_activations",
@@ -75,7 +76,7 @@ __all__ = [
     "check_explain_args", "plan_layers", "LayerPlan", "check_rows", "search_layers",
     "write_outputs", "run_explain", "imagenet_class_names", "choose_engine", "SampleMatch",
     "ACTIVATION_SUFFIXES", "CONCEPT_TABLE_SUFFIXES", "BUILTIN_MODELS", "INSTALL_HINTS",
-    "CLI_EXTRA", "Layer",
+    "CLI_EXTRA", "Layer", "run_text_explain", "explain_texts", "TEXT_MODELS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ def check_rows(acts: dict[str, Layer]) -> tuple[int, list | None]:
 def check_explain_args(*, activations: Path | None, model: str | None, layers: Sequence[str],
                        data: Path | None, backend: str, address: str | None,
                        shard_units: int | None, holdout: float | None,
-                       permutations: int, concepts_spec: str = "folders",
+                       permutations: int, concepts_spec: str | None = "folders",
                        wordnet: bool = False, senses: Path | None = None,
                        skip_bad_images: bool = False) -> None:
     """Raise :class:`CommandError` for a combination of ``invert explain`` options that does
@@ -203,6 +204,9 @@ def check_explain_args(*, activations: Path | None, model: str | None, layers: S
     file)."""
     if (activations is None) == (model is None):
         raise CommandError("give either --activations FILE or --model NAME (with --data)")
+    if concepts_spec is None:
+        raise CommandError("--concepts is needed (only a text model, --model minilm, makes "
+                           "its token concepts itself)")
     if model is not None and (data is None or not layers):
         raise CommandError("--model needs --data FOLDER and at least one --layer")
     if activations is not None and len(layers) > 1:
@@ -252,7 +256,7 @@ def _with_min_support(search: dict[str, Any], min_support: int, n: int) -> dict[
 def run_explain(
     *,
     out: Path,
-    concepts_spec: str,
+    concepts_spec: str | None,
     activations: Path | None = None,
     model: str | None = None,
     layers: Sequence[str] = (),
@@ -285,7 +289,16 @@ def run_explain(
     concepts, plan the layers (read the file, or list the images and load the model), line
     up and prune the concepts, then run the model, search each layer (with the permutation
     test) and write the output folder with the report, moved into ``out`` when complete.
-    ``echo`` gets the line "N samples x C concepts (K skipped), layers ..." at the start."""
+    ``echo`` gets the line "N samples x C concepts (K skipped), layers ..." at the start.
+    A built-in language model (``--model minilm``) makes a text run
+    (:func:`run_text_explain`)."""
+    if is_text_run(model, data):
+        return run_text_explain(
+            out=out, concepts_spec=concepts_spec, model=model or "", layers=layers, data=data,
+            batch_size=batch_size, cache_dir=cache_dir,
+            min_concept_samples=min_concept_samples, min_support=min_support, report=report,
+            progress=progress, search=search, backend=backend, permutations=permutations,
+            fdr=fdr, activations=activations, reduce=reduce, echo=echo)
     check_explain_args(activations=activations, model=model, layers=layers, data=data,
                        backend=backend, address=address, shard_units=shard_units,
                        holdout=search.get("holdout"), permutations=permutations,
@@ -361,9 +374,12 @@ def _run_extra(*, model: str | None, activations: Path | None, backend: str, pla
 
 def search_layers(acts: dict[str, Layer], cs: ConceptSet, search: dict[str, Any], *,
                   progress: bool, out: Path, backend: str, address: str | None,
-                  shard_units: int | None, permutations: int, fdr: float) -> dict[str, Any]:
+                  shard_units: int | None, permutations: int, fdr: float,
+                  groups: np.ndarray | None = None) -> dict[str, Any]:
     """Explain every layer: locally (then the permutation test when ``permutations``), or
-    in shards on ``backend`` (resumable from ``out/sharded/<layer>``)."""
+    in shards on ``backend`` (resumable from ``out/sharded/<layer>``). ``groups`` (the
+    document of each row, for text) keep a group in one split of the holdout and move it
+    as one draw in the permutations."""
     results = {}
     for name, (v, uids, _) in acts.items():
         desc = f"search {name or 'output'}"
@@ -373,15 +389,19 @@ def search_layers(acts: dict[str, Layer], cs: ConceptSet, search: dict[str, Any]
                 out_dir=out / "sharded" / layer_slug(name), backend=backend, address=address,
                 shard_units=shard_units, **search)
             continue
-        results[name] = explain_layer(v, uids, cs, desc=desc, progress=progress, **search)
+        kw = dict(search) | ({"groups": groups} if groups is not None and
+                             search.get("holdout") is not None else {})
+        results[name] = explain_layer(v, uids, cs, desc=desc, progress=progress, **kw)
         if permutations:  # p-values corrected for the search, BH q-values, survivors at fdr
             _permutation_test(v, cs, results[name], permutations, fdr,
-                              search.get("random_state"), desc, progress)
+                              search.get("random_state"), desc, progress,
+                              groups=groups if groups is not None else "auto")
     return results
 
 
 def _permutation_test(values: Any, cs: ConceptSet, result: Any, permutations: int, fdr: float,
-                      random_state: Any, desc: str, progress: bool) -> None:
+                      random_state: Any, desc: str, progress: bool,
+                      groups: Any = "auto") -> None:
     """The permutation test of one layer's search, never silent: a warning when its
     smallest attainable p cannot reach ``--fdr`` for this many units, the estimated time
     after a first batch, and a progress bar."""
@@ -393,7 +413,7 @@ def _permutation_test(values: Any, cs: ConceptSet, result: Any, permutations: in
     with progress_bar(None, f"{desc}: permutations", progress, unit="step") as tick:
         permutation_test(values, cs, result, n_permutations=permutations,
                          random_state=random_state, alpha=fdr, progress=tick,
-                         on_estimate=lambda est: logger.warning("%s", est))
+                         on_estimate=lambda est: logger.warning("%s", est), groups=groups)
 
 
 def write_outputs(out: Path, results: dict[str, Any], acts: dict[str, Layer], cs: ConceptSet,
@@ -401,14 +421,93 @@ def write_outputs(out: Path, results: dict[str, Any], acts: dict[str, Layer], cs
                   images_root: Path | None, report: bool, progress: bool,
                   extra: dict[str, Any],
                   unit_labels: dict[str, list[str]] | None = None,
-                  maps: dict[str, Any] | None = None) -> None:
+                  maps: dict[str, Any] | None = None, texts: Any = None) -> None:
     """The output folder (:func:`invert.report.save_run`), the spatial maps of conv layers
     (``maps_<layer>.npz``, overlaid on the report's thumbnails) and, with ``report``, its
     HTML report."""
     save_run(out, results, {k: v[0] for k, v in acts.items()}, cs, params=params,
              sample_ids=sample_ids, images_root=images_root, unit_labels=unit_labels,
-             extra=extra)
+             extra=extra, texts=texts)
     for layer_set in (maps or {}).values():
         write_maps(layer_set, out)
     if report:
         build_report(out, progress=progress)
+
+
+# ------------------------------------------------------------------------------ text runs
+
+
+def explain_texts(out: Path, ids: Sequence[Any], texts: Sequence[str], *, model: str,
+                  layers: Sequence[str], search: dict[str, Any], concepts_spec: str | None,
+                  batch_size: int, cache_dir: Path | None, min_concept_samples: int,
+                  min_support: int, report: bool, progress: bool, permutations: int,
+                  fdr: float, extra: dict[str, Any],
+                  echo: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """A text run written into the folder ``out`` (staged by the caller): the documents
+    through ``model``, token concepts, the search of each layer (holdout and permutations
+    by document) and the output folder with the text of each row for the report."""
+    net, tok = load_text_model(model)
+    run = text_activations(net, tok, ids, texts, layers, concepts_spec=concepts_spec,
+                           min_count=min_concept_samples, batch_size=batch_size,
+                           device=search.get("device"), cache_dir=cache_dir,
+                           progress=progress)
+    before = run.concepts.n_concepts
+    cs = prune_concepts(run.concepts, min_concept_samples)
+    n = cs.n_samples
+    search = _with_min_support(search, min_support, n)
+    (echo or logger.info)(
+        f"{len(texts)} documents, {n} word pieces x {cs.n_concepts} token concepts "
+        f"({before - cs.n_concepts} skipped), layers {', '.join(layers)} of {model}")
+    sids = [str(s) for s in run.sample_ids]
+    acts = {k: (np.asarray(v.values), list(v.unit_ids), sids) for k, v in run.acts.items()}
+    results = search_layers(acts, cs, search, progress=progress, out=out, backend="local",
+                            address=None, shard_units=None, permutations=permutations,
+                            fdr=fdr, groups=run.documents)
+    for line in support_warnings(results):
+        warnings.warn(line, RunWarning, stacklevel=2)
+    params = dict(search) | {"reduce": "tokens", "min_concept_samples": min_concept_samples,
+                             "min_support": min_support}
+    if search.get("holdout") is not None:
+        params["holdout_groups"] = "documents"
+    if permutations:
+        params |= {"permutations": permutations, "fdr": fdr, "permutation_groups": "documents"}
+    extra = dict(extra) | {"model": model, "n_documents": len(texts),
+                           "truncated_documents": run.n_truncated, "row_kind": cs.row_kind}
+    write_outputs(out, results, acts, cs, params=params, sample_ids=run.sample_ids,
+                  images_root=None, report=report, progress=progress, extra=extra,
+                  texts=run.texts)
+    return results
+
+
+def run_text_explain(*, out: Path, concepts_spec: str | None, model: str,
+                     layers: Sequence[str], data: Path | None, batch_size: int,
+                     cache_dir: Path | None, min_concept_samples: int, min_support: int,
+                     report: bool, progress: bool, search: dict[str, Any], backend: str,
+                     permutations: int, fdr: float, activations: Path | None = None,
+                     reduce: Any = "mean", echo: Callable[[str], Any] | None = None
+                     ) -> tuple[Path, dict[str, Any]]:
+    """``invert explain --model minilm --data DOCS``: the documents of a text or JSONL file
+    (:func:`invert.workflow.text.read_documents`) explained per word piece."""
+    if activations is not None:
+        raise CommandError("give either --activations FILE or --model NAME (with --data)")
+    if data is None:
+        raise CommandError(f"--model {model} needs --data FILE: a text file (one document per "
+                           "line) or a JSONL file of {\"id\": ..., \"text\": ...}")
+    if backend != "local":
+        raise CommandError(f"--backend {backend} is not available with --model {model}")
+    if reduce not in ("mean", "tokens"):
+        raise CommandError(f"--reduce: a text model gives one row per word piece (tokens), "
+                           f"got {reduce!r}")
+    ids, texts = read_documents(data)
+    with install_hints_as_command_errors(), StagedOutput(out) as stage:
+        if cache_dir is not None:
+            check_writable_folder("--cache-dir", cache_dir)
+        with stage.writing() as folder:
+            results = explain_texts(
+                folder, ids, texts, model=model, layers=layers, search=search,
+                concepts_spec=concepts_spec, batch_size=batch_size, cache_dir=cache_dir,
+                min_concept_samples=min_concept_samples, min_support=min_support,
+                report=report, progress=progress, permutations=permutations, fdr=fdr,
+                extra={"command": "explain", "data_file": str(data)}, echo=echo)
+        stage.commit()
+    return out, results
