@@ -37,6 +37,7 @@ import resource
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -284,10 +285,13 @@ def run_engine(path: Path, voc: Vocab, budget: str):
     reset_ok = reset_peak()
     base = rss_now()
     clock = Clock()
-    res = invert.explain(acts, voc.concepts(), memory_budget=budget, progress=clock, **SEARCH)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = invert.explain(acts, voc.concepts(), memory_budget=budget, progress=clock,
+                             **SEARCH)
     wall = time.perf_counter() - clock.t0
     cpu = time.process_time() - clock.c0
-    return res, wall, cpu, clock, rss_peak(), base, reset_ok
+    return res, wall, cpu, clock, rss_peak(), base, reset_ok, [str(w.message) for w in caught]
 
 
 def run_ray(path: Path, voc: Vocab, budget: str, workers: int):
@@ -333,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from invert._validate import check_memory_budget
     from invert.engine.params import SearchParams
+    from invert.engine.search import memory_floor
     from invert.engine.threads import available_cpus, default_threads
 
     budget_bytes = check_memory_budget("memory_budget", args.budget)
@@ -369,9 +374,12 @@ def main(argv: list[str] | None = None) -> int:
               f"pages dropped first), {t_pass:.2f} s from the page cache "
               f"({size / t_pass / 1e9:.2f} GB/s); the search below reads it from the cache")
 
-        res, wall, cpu, clock, peak, base, reset_ok = run_engine(path, voc, args.budget)
+        res, wall, cpu, clock, peak, base, reset_ok, warned = run_engine(path, voc,
+                                                                         args.budget)
         pw, pc, fw, fc = clock.per_unit()
-        chunk = SearchParams.from_kwargs(c, **SEARCH).chunk_units(n, n_pat, c, budget_bytes)
+        sp_ = SearchParams.from_kwargs(c, **SEARCH)  # the engine's chunk of units
+        chunk = sp_.chunk_units(n, n_pat, c, max(budget_bytes, memory_floor(
+            sp_, n, n_pat, c, 4 * (target if args.order == "C" else n))))
         ok, total, misses = planted_share(res, np.load(path, mmap_mode="r"), planted, cols)
         print(f"\n== invert.explain(memmap, csr, memory_budget={args.budget!r}), this process ==")
         print(f"slice, {k} units:                 {wall:8.1f} s wall, {cpu:8.1f} s CPU "
@@ -398,7 +406,9 @@ def main(argv: list[str] | None = None) -> int:
             print("  miss:", line)
         peak_note = "since the search began" if reset_ok else "of the whole process"
         print(f"peak RSS ({peak_note}):    {gib(peak)} (RSS before the search: {gib(base)}); "
-              f"budget {args.budget}, chunk of {chunk} units")
+              f"budget {args.budget} (goal: within 8 GiB)")
+        for w in warned:
+            print(f"  engine warning: {w}")
 
         if args.no_ray:
             return 0
