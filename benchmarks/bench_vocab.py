@@ -387,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         # the finiteness check reads the file once; the search once in order F, once per
         # chunk of units in order C (each chunk's columns are spread over every row)
         passes = 1 + (1 if args.order == "F" else -(-target // chunk))
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        fits = (f"larger than this machine's {ram / 2**30:.0f} GiB of memory" if full > ram
+                else "assumed uncached, though it would fit the page cache here")
         io = passes * full / disk
         ext_w = fw + pw * target + io
         ext_c = fc + pc * target / 2 + io
@@ -395,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
               "(goal <= 30 min)")
         print(f"  = fixed {fw:.0f} s wall / {fc:.0f} s CPU + {target:,} units x per-unit cost "
               f"+ {io / 60:.1f} min reading the {full / 1e9:.0f} GB file {passes} times from "
-              f"disk at {disk / 1e9:.2f} GB/s (it does not fit the page cache; not overlapped)")
+              f"disk at {disk / 1e9:.2f} GB/s ({fits}; not overlapped)")
         if args.order == "C":
             print(f"  order C: every chunk of {chunk} units reads the whole file (the finiteness "
                   f"check one pass): {passes} passes over {full / 1e9:.0f} GB at {target:,} "
