@@ -194,3 +194,24 @@ def test_ray_missing_gives_hint(layer, monkeypatch):
     a, cs = layer
     with pytest.raises(ImportError, match=r"pip install 'invert\[ray\]'"):
         explain_sharded(a, cs, backend="ray")
+
+
+def test_ray_tasks_search_with_their_threads(layer):
+    """A Ray task reserves one CPU: its search gets ``threads=threads_per_worker`` worker
+    threads (the engine's default would take every CPU the worker sees); locally, and with
+    0, the engine keeps its default."""
+    from types import SimpleNamespace
+
+    from invert.distributed.backends import Backend
+    from invert.distributed.search import _prepare, _shard_jobs
+
+    a, cs = layer
+    run = _prepare(a, cs, None, SEARCH, 1 << 30)
+    fake_ray = Backend("ray", SimpleNamespace(put=lambda obj: obj), 2)
+    jobs = _shard_jobs(run, fake_ray, [(0, 6), (6, 12)], 1, None)
+    assert [span for span, _ in jobs] == [(0, 6), (6, 12)]
+    assert all(args[4]["threads"] == 1 for _, args in jobs)
+    assert all(args[4] == run.engine_kw | {"threads": 1} for _, args in jobs)
+    for be, threads in ((Backend("local"), 1), (fake_ray, 0)):
+        assert all("threads" not in args[4] for _, args in _shard_jobs(run, be, [(0, 12)],
+                                                                        threads, None))

@@ -149,7 +149,9 @@ def explain_sharded(
     max_retries : int, default 3
         Ray: times a task is retried when its worker dies (not when the search raises).
     threads_per_worker : int, default 1
-        Ray: ``torch.set_num_threads`` in each task (0 leaves it alone).
+        Ray: ``torch.set_num_threads`` in each task and the search's worker threads
+        (``threads`` of :func:`invert.engine.search.explain`), so that a task uses the CPU
+        it reserves; 0 leaves both at their defaults.
     progress : callable, optional
         ``progress(units_done, n_units)`` after each finished shard.
     **search
@@ -418,12 +420,21 @@ def _search_shards(run: _Run, be: Backend, store: UnitStore | None, done: list[S
 
     if not todo:
         return results, {}
+    errors = run_shards(be, _search_shard, _shard_jobs(run, be, todo, threads, hook), on_done,
+                        max_retries=max_retries, threads=threads)
+    return results, errors
+
+
+def _shard_jobs(run: _Run, be: Backend, todo: list[Span], threads: int,
+                hook: Callable[[int, int], Any] | None) -> list[tuple[Span, tuple]]:
+    """The jobs of :func:`~.backends.run_shards`: the shared activations and labels, each
+    shard's span and the engine's keyword arguments (on Ray with ``threads`` worker threads:
+    a task reserves one CPU, and the engine's default would use every CPU it sees)."""
     src = be.share(run.source.array) if isinstance(run.source, InMemory) else run.source
     labels = be.share(run.labels)
-    jobs = [((a, b), (src, labels, a, b, run.engine_kw, hook)) for a, b in todo]
-    errors = run_shards(be, _search_shard, jobs, on_done, max_retries=max_retries,
-                        threads=threads)
-    return results, errors
+    kw = run.engine_kw if be.ray is None or not threads else {**run.engine_kw,
+                                                              "threads": threads}
+    return [((a, b), (src, labels, a, b, kw, hook)) for a, b in todo]
 
 
 # ----------------------------------------------------------------------------- 4. the result
