@@ -215,3 +215,19 @@ def test_ray_tasks_search_with_their_threads(layer):
     for be, threads in ((Backend("local"), 1), (fake_ray, 0)):
         assert all("threads" not in args[4] for _, args in _shard_jobs(run, be, [(0, 12)],
                                                                         threads, None))
+
+
+def test_bfloat16_tensor_is_widened_like_the_plain_search():
+    """A bfloat16 tensor (numpy has no such dtype) is searched as its float32 widening."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    y = rng.random((300, 6)) < 0.3
+    a = torch.tensor(y[:, [1, 2, 4]] + 0.3 * rng.standard_normal((300, 3)),
+                     dtype=torch.bfloat16)
+    got = explain_sharded(a, y, length=2, beam_size=3)
+    want = invert.explain(a.float(), y, length=2, beam_size=3)
+    for k in range(3):
+        assert str(got[k][0].formula) == str(want[k][0].formula)
+        assert got[k][0].auroc == want[k][0].auroc
+    assert [str(got[k][0].formula) for k in range(3)] == ["1", "2", "4"]

@@ -309,7 +309,9 @@ def _activation_source(activations) -> tuple[NpyColumns | InMemory, list[Any] | 
     """The engine's column reader; tensors become numpy arrays (cheap to ship to Ray)."""
     source, unit_ids = activation_source(activations)
     if isinstance(source, InMemory) and isinstance(source.array, torch.Tensor):
-        source = InMemory(source.array.cpu().numpy())
+        t = source.array.cpu()
+        # numpy has no bfloat16: widen to float32, which holds every bfloat16 value exactly
+        source = InMemory((t.float() if t.dtype == torch.bfloat16 else t).numpy())
     return source, unit_ids
 
 
