@@ -163,9 +163,10 @@ def explain(
     threads : int, optional
         Worker threads, each searching its own blocks of units with one torch thread
         (``torch.set_num_threads(1)`` during the call; the caller's setting is restored).
-        Default: the CPUs available to the process, at most 4 (1 on a GPU). Independent
-        blocks keep a busy machine from stalling the search (see
-        :mod:`invert.engine.threads`); results do not depend on it.
+        Default: one per idle CPU (the CPUs available to the process less those busy with
+        other threads when the call starts), at least 1, at most 4 (1 on a GPU), so that a
+        busy machine does not stall the search (see :mod:`invert.engine.threads`); results
+        do not depend on it.
 
     Returns
     -------
