@@ -1,4 +1,4 @@
-"""The default thread policy: one worker per idle CPU."""
+"""The default thread policy and the competition it reports."""
 
 import pytest
 import torch
@@ -6,36 +6,32 @@ import torch
 from invert.engine import threads
 
 
-@pytest.mark.parametrize(("cpus", "runnable", "want"), [
-    (2, 1, 2),  # only this thread runs: both CPUs idle
-    (2, 2, 1),  # one busy competitor
-    (2, 3, 1),  # two busy competitors: one worker
-    (8, 3, 4),  # capped at MAX_DEFAULT_THREADS
-    (8, 6, 3),
-    (1, 1, 1),
-])
-def test_default_threads_counts_idle_cpus(monkeypatch, cpus, runnable, want):
+@pytest.mark.parametrize(("cpus", "want"), [(1, 1), (2, 2), (8, 4)])
+def test_default_threads_one_per_cpu_whatever_the_load(monkeypatch, cpus, want):
     monkeypatch.setattr(threads, "available_cpus", lambda: cpus)
-    monkeypatch.setattr(threads, "_runnable_now", lambda: runnable)
-    monkeypatch.setattr(threads, "_LOAD_PAUSE", 0.0)
-    assert threads.default_threads(torch.device("cpu")) == want
+    for runnable in (1, 3, 40):  # idle, two busy competitors, a crowded machine
+        monkeypatch.setattr(threads, "_runnable_now", lambda r=runnable: r)
+        assert threads.default_threads(torch.device("cpu")) == want
     assert threads.default_threads(torch.device("meta")) == 1  # not a CPU: one
 
 
-def test_transient_competitor_is_not_counted(monkeypatch):
-    reads = iter([5, 1, 5])  # a short-lived process shows up in one read only
-    monkeypatch.setattr(threads, "available_cpus", lambda: 2)
-    monkeypatch.setattr(threads, "_runnable_now", lambda: next(reads))
+@pytest.mark.parametrize(("reads", "want"), [
+    ([1], 0.0),  # only this thread runs
+    ([3, 3, 3], 2.0),  # two busy competitors
+    ([5, 1, 5], 0.0),  # a short-lived process shows up in some reads only
+])
+def test_busy_cpus_counts_other_runnable_threads(monkeypatch, reads, want):
+    it = iter(reads)
+    monkeypatch.setattr(threads, "_runnable_now", lambda: next(it))
     monkeypatch.setattr(threads, "_LOAD_PAUSE", 0.0)
-    assert threads.default_threads(torch.device("cpu")) == 2
+    assert threads.busy_cpus() == want
 
 
 def test_load_average_without_proc(monkeypatch):
-    monkeypatch.setattr(threads, "available_cpus", lambda: 4)
     monkeypatch.setattr(threads, "_runnable_now", lambda: None)
     monkeypatch.setattr(threads.os, "getloadavg", lambda: (2.6, 0.0, 0.0))
     assert threads.busy_cpus() == pytest.approx(2.6)
-    assert threads.default_threads(torch.device("cpu")) == 1  # int(4 - 2.6)
+    assert "3 CPUs busy" in threads.thread_policy(torch.device("cpu"))
 
 
 def test_results_do_not_depend_on_threads(rng):

@@ -227,8 +227,10 @@ def _checked(src: NpyColumns | InMemory) -> NpyColumns | InMemory:
 def _check_finite(src: _Activations) -> None:
     n, k = src.shape
     step = max(1, (1 << 26) // (8 * n))  # about 64 MiB per check
+    arr = src.data if isinstance(src.data, np.ndarray) else None
     for s0 in range(0, k, step):
-        blk = src.block(slice(s0, s0 + step))
+        # a numpy array is checked in place (no copy of its columns)
+        blk = arr[:, s0:s0 + step] if arr is not None else src.block(slice(s0, s0 + step))
         finite = np.isfinite(blk)
         if not finite.all():
             rows, cols = np.nonzero(~finite)

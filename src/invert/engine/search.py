@@ -163,10 +163,9 @@ def explain(
     threads : int, optional
         Worker threads, each searching its own blocks of units with one torch thread
         (``torch.set_num_threads(1)`` during the call; the caller's setting is restored).
-        Default: one per idle CPU (the CPUs available to the process less those busy with
-        other threads when the call starts), at least 1, at most 4 (1 on a GPU), so that a
-        busy machine does not stall the search (see :mod:`invert.engine.threads`); results
-        do not depend on it.
+        Default: the CPUs available to the process, at most 4 (1 on a GPU). Independent
+        blocks (no barrier, no spinning) keep a busy machine from stalling the search (see
+        :mod:`invert.engine.threads`); results do not depend on it.
 
     Returns
     -------
@@ -328,13 +327,15 @@ class _Layer:
         op = _ConceptOp(pats.matrix, dev, use_scipy=not torch_path)
         voc = (prepare_vocabulary(pats.matrix, pats.counts, n) if optimal and p.length > 1
                else None)
+        block = p.search_block(m, c, budget, dev)
+        # whole blocks per chunk (blocks of equal size balance the workers)
+        chunk = max(block, p.chunk_units(n, m, c, budget) // block * block)
         return cls(
             p=p, n=n, c=c, pats=pats, op=op, device=dev, torch_path=torch_path,
             inverse=torch.from_numpy(pats.inverse).to(dev),
             counts=torch.from_numpy(pats.counts.astype(np.float64)).to(dev),
             zhash=_support_hash(m, dev),
-            chunk=p.chunk_units(n, m, c, budget),
-            block=p.search_block(m, c, budget, dev),
+            chunk=chunk, block=block,
             threads=threads, optimal=optimal, voc=voc,
         )
 
