@@ -11,13 +11,22 @@ over a naive per-candidate implementation timed in the same run, and the share o
 units whose best explanation is at least as good as the planted formula (default search and
 the reference-faithful ``dedupe=False`` search).
 
+``--vocab`` adds how the time grows with the vocabulary: C = 1,473 against C = 6,000
+leaf-level concepts (5,000 leaf classes x 10 samples + 1,000 hypernyms, N = 50,000) and
+sample-level random concepts (the multi-label layer with 6,000 concepts), their ratios, and
+C = 30,000 sparse token-style concepts (2-6 per row). ``--load N`` spawns N busy processes
+(each spinning numpy sorts) and prints the whole layer's time loaded against unloaded, for
+the default thread policy and for ``threads=1``.
+
 Run: ``.venv/bin/python benchmarks/bench_engine.py`` (add ``--quick`` for a smaller run,
-``--device cuda`` on a GPU machine).
+``--device cuda`` on a GPU machine, ``--vocab``, ``--load 2``).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import os
 import resource
 import time
 
@@ -25,7 +34,9 @@ import numpy as np
 import torch
 
 import invert
+from invert.engine.search import explain as engine_explain
 from invert.engine.synthetic import make_layer, make_multilabel_layer
+from invert.engine.threads import available_cpus, default_threads, thread_policy
 
 
 def peak_rss_gib() -> float:
@@ -74,10 +85,23 @@ def planted_share(layer, result) -> tuple[float, int]:
     return ok / max(1, total), total
 
 
+KW = dict(length=3, beam_size=5, min_fraction=0.002)
+
+
+def print_threads(device: str) -> None:
+    """The thread settings the searches below run with."""
+    dev = torch.device(device)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, device {device}; {available_cpus()} CPUs available, "
+          f"load average {load:.2f}; default search threads: {default_threads(dev)} "
+          f"({thread_policy(dev)}); torch runs 1 intra-op thread during a search "
+          f"(caller's setting: {torch.get_num_threads()})")
+
+
 def run(device: str, quick: bool, repeat: int = 1) -> None:
-    kw = dict(length=3, beam_size=5, min_fraction=0.002)
+    kw = KW
     scale = dict(n_leaves=200, n_hypernyms=95, n_units=128, n_planted=32) if quick else {}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
+    print_threads(device)
     t = time.perf_counter()
     layer = make_layer(**scale)
     n, k = layer.activations.shape
@@ -133,11 +157,115 @@ def run(device: str, quick: bool, repeat: int = 1) -> None:
           f"peak RSS {peak_rss_gib():.2f} GiB")
 
 
+def timed(layer, device: str, repeat: int, threads: int | None = None) -> list[float]:
+    """Wall seconds of ``repeat`` whole-layer searches (``threads``: None for the default
+    policy)."""
+    walls = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        engine_explain(layer.activations, layer.concepts, device=device, threads=threads, **KW)
+        walls.append(time.perf_counter() - t)
+    return walls
+
+
+def vocab_layers(quick: bool):
+    """(label, layer builder) of the vocabulary section."""
+    k = dict(n_units=128 if quick else 512, n_planted=32 if quick else 64)
+    n_ml = dict(n_samples=10_000) if quick else {}
+    return [
+        ("leaf-level C=1,473 (1,000 leaves x 50 + 473 hypernyms)",
+         lambda: make_layer(**k)),
+        ("leaf-level C=6,000 (5,000 leaves x 10 + 1,000 hypernyms)",
+         lambda: make_layer(n_leaves=5000, samples_per_leaf=10, n_hypernyms=1000, **k)),
+        ("sample-level C=1,473 (3-8 random concepts per sample)",
+         lambda: make_multilabel_layer(**n_ml, **k)),
+        ("sample-level C=6,000 (3-8 random concepts per sample)",
+         lambda: make_multilabel_layer(n_concepts=6000, **n_ml, **k)),
+        ("token-style C=30,000 (2-6 sparse concepts per row)",
+         lambda: make_multilabel_layer(n_concepts=30_000, labels_per_sample=(2, 6), **n_ml,
+                                       **k)),
+    ]
+
+
+def run_vocab(device: str, quick: bool, repeat: int) -> None:
+    """Time against vocabulary size; the C = 1,473 layers are the baselines of the ratios."""
+    print("\n== vocabulary: whole layer, default threads (best of "
+          f"{repeat}; CPU seconds of one thread beside it) ==")
+    base: dict[str, tuple[float, float]] = {}
+    for label, build in vocab_layers(quick):
+        layer = build()
+        n, k = layer.activations.shape
+        engine_explain(layer.activations[:, :2], layer.concepts, device=device, **KW)
+        wall = min(timed(layer, device, repeat))
+        t = time.process_time()
+        engine_explain(layer.activations, layer.concepts, device=device, threads=1, **KW)
+        cpu = time.process_time() - t
+        kind = label.split()[0]
+        ratio = ""
+        if kind in base:
+            ratio = f"  -> {wall / base[kind][0]:.2f}x wall, {cpu / base[kind][1]:.2f}x CPU " \
+                    "of C=1,473 (goal <= 4.5x)"
+        else:
+            base[kind] = (wall, cpu)
+        print(f"{label}: N={n} K={k}: {wall:7.2f} s wall, {cpu:7.2f} s CPU (1 thread){ratio}",
+              flush=True)
+        del layer
+
+
+def _spin(stop) -> None:
+    """A busy competitor: numpy sorts until ``stop`` is set."""
+    x = np.random.default_rng(0).random(1 << 18)
+    while not stop.is_set():
+        np.sort(x)
+
+
+def run_load(device: str, quick: bool, n_busy: int, repeat: int) -> None:
+    """The whole layer unloaded against with ``n_busy`` busy processes, for the default thread
+    policy and one thread."""
+    scale = dict(n_leaves=200, n_hypernyms=95, n_units=128, n_planted=32) if quick else {}
+    layer = make_layer(**scale)
+    engine_explain(layer.activations[:, :4], layer.concepts, device=device, **KW)
+    print(f"\n== under load: {n_busy} busy processes (numpy sorts) on {available_cpus()} CPUs, "
+          f"whole layer, best of {repeat} ==")
+    ctx = mp.get_context("spawn")
+    for label, threads in (("default", None), ("threads=1", 1)):
+        quiet = min(timed(layer, device, repeat, threads))
+        stop = ctx.Event()
+        procs = [ctx.Process(target=_spin, args=(stop,), daemon=True) for _ in range(n_busy)]
+        for pr in procs:
+            pr.start()
+        time.sleep(1.0)  # the competitors are running
+        try:
+            used = default_threads(torch.device(device)) if threads is None else threads
+            busy = timed(layer, device, repeat, threads)
+        finally:
+            stop.set()
+            for pr in procs:
+                pr.join()
+        print(f"{label:10s} ({used} worker thread{'s' if used > 1 else ''} under load): "
+              f"unloaded {quiet:6.2f} s, loaded {min(busy):6.2f} s "
+              f"(all: {' '.join(f'{b:.2f}' for b in busy)}) -> {min(busy) / quiet:.2f}x "
+              "(goal <= 2.5x)", flush=True)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="a smaller data set")
     ap.add_argument("--repeat", type=int, default=1,
                     help="time the whole-layer search this many times (the best is used)")
+    ap.add_argument("--vocab", action="store_true",
+                    help="also time C = 6,000 and C = 30,000 against C = 1,473")
+    ap.add_argument("--load", type=int, default=0, metavar="N",
+                    help="also time the layer with N busy competing processes")
+    ap.add_argument("--only", action="store_true",
+                    help="with --vocab or --load: skip the paper-scale sections")
     args = ap.parse_args()
-    run(args.device, args.quick, args.repeat)
+    if not (args.only and (args.vocab or args.load)):
+        run(args.device, args.quick, args.repeat)
+    else:
+        print_threads(args.device)
+    if args.vocab:
+        run_vocab(args.device, args.quick, args.repeat)
+    if args.load:
+        run_load(args.device, args.quick, args.load, max(2, args.repeat))

@@ -333,3 +333,23 @@ def test_int64_above_2_53_on_cuda():
     res = engine.explain(torch.from_numpy(a).cuda(), y, length=2, beam_size=3)
     assert all(len(u) == 3 for u in res)
     _check_aurocs(res, a, y)
+
+
+def test_memory_floor_counts_sparse_labels_as_sparse():
+    """Sparse labels with many concepts: the floor is what the sparse operator holds, not
+    the dense pattern-by-concept matrix (9 bytes per pattern and concept), so a budget
+    far below the dense size but above the real need does not warn."""
+    import scipy.sparse as sp
+
+    n, c = 20_000, 5_000
+    rng = np.random.default_rng(3)
+    y = sp.csr_matrix((np.ones(n, bool), (np.arange(n), rng.integers(0, c, n))), (n, c))
+    a = rng.standard_normal((n, 2)).astype(np.float32)
+    m = len(np.unique(y.indices))
+    assert 9 * m * c > 64 * 2**20  # the old, dense floor was above the budget
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        res = invert.explain(a, y, length=1, beam_size=2, memory_budget="64MiB")
+    assert len(res) == 2
+    with pytest.warns(RuntimeWarning, match=r"memory_budget 1\.0 MiB is below the floor"):
+        invert.explain(a, y, length=1, beam_size=2, memory_budget="1MiB")

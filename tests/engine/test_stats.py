@@ -41,9 +41,9 @@ def test_midranks_match_scipy_rankdata(rng):
         assert tie[k].item() == float((counts**3 - counts).sum())
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int32])
 def test_pattern_ranksums_numpy_equals_torch(rng, dtype):
-    x = rng.standard_normal((3000, 9)).astype(dtype)
+    x = (rng.standard_normal((3000, 9)) * (1000 if dtype == np.int32 else 1)).astype(dtype)
     x[:, 1] = np.round(x[:, 1])  # many ties
     x[:, 2] = 0.0  # constant
     x[:500, 3] = -0.0  # signed zeros are equal

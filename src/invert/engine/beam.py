@@ -416,10 +416,15 @@ class _ChunkSearch:
         auc_lit = self._value(self.s_lit, self.n_lit)
         center = 0.5 if self.p.metric == "auroc" else 0.0
         score_lit = torch.where(def_lit, self.sign * auc_lit, _NEG_INF)
-        order1 = torch.argsort(-score_lit, dim=1, stable=True)
         diff = torch.where(def_lit, (auc_lit - center).abs(), -1.0)
-        ext = torch.gather(order1, 1, torch.argsort(-torch.gather(diff, 1, order1), dim=1,
-                                                    stable=True))
+        if dev.type == "cpu":  # one lexicographic sort: |AUROC - 0.5|, score, position
+            pos = np.broadcast_to(np.arange(2 * c), (k, 2 * c))
+            ext = torch.from_numpy(np.lexsort(
+                (pos, (-score_lit).numpy(), (-diff).numpy()), axis=1).astype(np.int64))
+        else:
+            order1 = torch.argsort(-score_lit, dim=1, stable=True)
+            ext = torch.gather(order1, 1, torch.argsort(-torch.gather(diff, 1, order1),
+                                                        dim=1, stable=True))
         ls = self.p.n_extensions(c)
         ext = ext[:, :ls]
         self.ls = ls

@@ -77,6 +77,7 @@ class _ConceptOp:
         m, c = pmat.shape
         self.m, self.c = m, c
         nnz = pmat.nnz if sp.issparse(pmat) else int(np.count_nonzero(pmat))
+        self.nnz = nnz
         density = nnz / max(1, m * c)
         self.sparse = density < 0.1 if sparse is None else sparse
         # P as scipy CSR and P^T as its CSC transpose (products with dense operands walk
@@ -104,6 +105,15 @@ class _ConceptOp:
         else:
             self._csr = sp.csr_matrix(pmat.T).astype(bool)
         self.device = device
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the operator holds: the float64 products' matrix (dense, or CSR with
+        its transpose sharing the data) and the bool literal rows (dense or CSR)."""
+        m, c = self.m, self.c
+        prods = 12 * self.nnz + 8 * (m + 1) if self.sparse else 8 * m * c
+        rows = m * c if self.rows is not None else 5 * self.nnz + 8 * (c + 1)
+        return prods + rows
 
     def tsum(self, x: torch.Tensor) -> torch.Tensor:
         """``P^T @ x`` for ``x`` of shape (M, R): (C, R), exact for integer-valued x."""

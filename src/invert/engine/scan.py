@@ -33,8 +33,9 @@ import torch
 __all__: list[str] = []
 
 #: Elements (entries x concepts of a block) scored at once: the slice's few float64
-#: buffers stay in the CPU's L2 cache.
-SCAN_ELEMENTS = 1 << 14
+#: buffers stay in the CPU's L2 and L3 caches, and the operations are long enough that
+#: their Python overhead is small.
+SCAN_ELEMENTS = 1 << 15
 
 
 class _Numpy:

@@ -194,7 +194,7 @@ def explain(
         Worker threads, each searching its own blocks of units with one torch thread
         (``torch.set_num_threads(1)`` during the call; the caller's setting is restored).
         Default: the CPUs available to the process, at most 4 (1 on a GPU). Independent
-        blocks keep a busy machine from stalling the search (see
+        blocks (no barrier, no spinning) keep a busy machine from stalling the search (see
         :mod:`invert.engine.threads`); results do not depend on it.
 
     Returns
@@ -360,16 +360,18 @@ class _Layer:
         pats = _collapse(y)
         m = len(pats.counts)
         log.debug("explain: N=%d C=%d -> %d label patterns", n, c, m)
-        floor = memory_floor(p, n, m, c, read_bytes)
+        op = _ConceptOp(pats.matrix, dev, use_scipy=not torch_path)
+        floor = memory_floor(p, n, m, c, read_bytes, op_bytes=op.nbytes)
         if budget < floor:
             warnings.warn(f"memory_budget {budget / 2**20:.1f} MiB is below the floor "
                           f"{floor / 2**20:.1f} MiB for this problem; using "
                           f"{floor / 2**20:.1f} MiB", RuntimeWarning, stacklevel=3)
             budget = floor
-        op = _ConceptOp(pats.matrix, dev, use_scipy=not torch_path)
         voc = (prepare_vocabulary(pats.matrix, pats.counts, n) if optimal and p.length > 1
                else None)
-        chunk, block = p.chunk_units(n, m, c, budget), p.search_block(m, c, budget, dev)
+        block = p.search_block(m, c, budget, dev)
+        # whole blocks per chunk (blocks of equal size balance the workers)
+        chunk = max(block, p.chunk_units(n, m, c, budget) // block * block)
         return cls(
             p=p, n=n, c=c, pats=pats, op=op, device=dev, torch_path=torch_path,
             inverse=torch.from_numpy(pats.inverse).to(dev),
@@ -407,14 +409,16 @@ class _Layer:
                 "mode": p.mode, "metric": p.metric}
 
 
-def memory_floor(p: SearchParams, n: int, m: int, c: int, read_bytes: int = 0) -> int:
+def memory_floor(p: SearchParams, n: int, m: int, c: int, read_bytes: int = 0,
+                 op_bytes: int | None = None) -> int:
     """The working memory (bytes) of a search of ``n`` samples, ``m`` label patterns and
     ``c`` concepts that no ``memory_budget`` can lower: what every chunk shares (the
-    label patterns, their hashes and the concept products: ``64 n + m (9 c + 24)``), one
-    unit's chunk and block (:meth:`SearchParams.unit_bytes`,
+    label patterns and their hashes, ``64 n + 24 m``, and the pattern-by-concept operator:
+    ``op_bytes``, its real size, default the dense ``9 m c``; sparse labels hold about 17
+    bytes per nonzero), one unit's chunk and block (:meth:`SearchParams.unit_bytes`,
     :meth:`SearchParams.block_bytes_per_unit`) and the smallest read buffer of a ``.npy``
     file (``read_bytes``: one row). The label matrix the caller passes is not counted."""
-    shared = 64 * n + m * (9 * c + 24)
+    shared = 64 * n + 24 * m + (9 * m * c if op_bytes is None else op_bytes)
     return shared + p.unit_bytes(n, m, c) + p.block_bytes_per_unit(m, c) + read_bytes
 
 

@@ -150,15 +150,14 @@ def mannwhitney_pvalues(
 
 #: Bytes of ranking keys per block of units (a block's arrays stay in the CPU caches).
 _RANK_BLOCK_BYTES = 12 << 20
-#: Low mantissa bits of a float64 that are zero for every float32 value: room for the
-#: pattern id beside the value in one sort key.
-_SPARE_BITS = 29
+#: Bits of a pattern id that fit beside a float32 value in one 64-bit radix-sort payload.
+_PID_BITS = 32
 _EXACT_IN_F32 = (np.float16, np.float32, np.int8, np.uint8, np.int16, np.uint16, np.bool_)
 
 
 def _float32_exact(values: np.ndarray) -> bool:
-    """Whether every value of ``values`` is a float32 number (so a float64 key made from it
-    has :data:`_SPARE_BITS` zero low bits)."""
+    """Whether every value of ``values`` is a float32 number (so it is ranked exactly by
+    its float32 bits)."""
     if values.dtype.type in _EXACT_IN_F32:
         return True
     if values.size == 0:
@@ -184,11 +183,12 @@ class _Ranker:
 
     def __init__(self, n: int, inverse: np.ndarray, n_patterns: int, block: int):
         self.n, self.m, self.block = n, n_patterns, block
-        self.bits = max(1, (n_patterns - 1).bit_length())
-        self.pid = inverse.astype(np.uint64) if self.bits <= _SPARE_BITS else None
+        bits = max(1, (n_patterns - 1).bit_length())
+        self.pid = inverse.astype(np.uint64) if bits <= _PID_BITS else None
         self.inverse = inverse.astype(np.int64, copy=False)
-        self.key = np.empty((block, n), dtype=np.float64)
-        self.hi = np.empty((block, n), dtype=np.uint64)
+        self.key = np.empty((block, n), dtype=np.float32)
+        self.groups = np.empty((block, n), dtype=np.int64)
+        self.eq = np.empty((block, max(0, n - 1)), dtype=bool)
         self.r2 = np.empty((block, n), dtype=np.float64)
         self.r2[...] = 2.0 * np.arange(n, dtype=np.float64) + 2.0  # ranks without ties
         self.offsets = (np.arange(block, dtype=np.int64) * n_patterns)[:, None]
@@ -197,7 +197,7 @@ class _Ranker:
         """(per-pattern doubled rank sums (M, k), tie terms (k,)) of ``vals`` (N, k)."""
         k = vals.shape[1]
         if self.pid is not None and _float32_exact(vals):
-            groups, eq = self._packed(vals)
+            groups, eq = self._radix(vals)
         else:
             groups, eq = self._sorted(vals)
         r2 = self.r2[:k]
@@ -209,24 +209,37 @@ class _Ranker:
         r2[rows, pos] = 2.0 * pos + 2.0  # the buffer holds plain ranks again
         return flat.reshape(k, self.m).T, ties
 
-    def _packed(self, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Sort float64 keys carrying the pattern id in their low mantissa bits: (pattern
-        of each sorted position (k, N) int64, equal-to-previous (k, N - 1))."""
-        k, bits = vals.shape[1], self.bits
-        assert self.pid is not None  # packable: the pattern ids fit the spare bits
+    def _radix(self, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sort float32-exact values by an LSD radix sort of their order-preserving 32-bit
+        keys (two stable 16-bit passes, numpy's counting sort), one unit at a time (its
+        arrays stay in the CPU cache), carrying the pattern id in the low half of a 64-bit
+        payload: (pattern of each sorted position (k, N) int64, equal-to-previous
+        (k, N - 1)). Ties keep the samples' order; their ranks are shared anyway."""
+        k = vals.shape[1]
+        assert self.pid is not None  # packable: the pattern ids fit the payload
         key = self.key[:k]
         _transpose_into(key, vals)
-        key += 0.0  # -0.0 becomes +0.0: equal values get equal high bits
-        kv = key.view(np.uint64)
-        kv |= self.pid
-        key.sort(axis=1)
-        hi = np.right_shift(kv, np.uint64(bits), out=self.hi[:k])
-        eq = hi[:, 1:] == hi[:, :-1]
-        kv &= np.uint64((1 << bits) - 1)
-        return kv.view(np.int64), eq
+        key += 0.0  # -0.0 becomes +0.0: equal values get equal keys
+        u = key.view(np.uint32)
+        flip = (u >> np.uint32(31)) * np.uint32(0x7FFFFFFF)  # negatives: all bits
+        flip |= np.uint32(0x80000000)  # positives: the sign bit
+        u ^= flip  # unsigned order of u = order of the values
+        del flip
+        groups, eq = self.groups[:k], self.eq[:k]
+        shift, low = np.uint64(32), np.uint64(0xFFFFFFFF)
+        for i in range(k):
+            ui = u[i]
+            w = ui.astype(np.uint64) << shift
+            w |= self.pid
+            w = w[np.argsort(ui.astype(np.uint16), kind="stable")]  # by the low 16 bits
+            w = w[np.argsort((w >> np.uint64(48)).astype(np.uint16), kind="stable")]
+            hi = w >> shift
+            np.equal(hi[1:], hi[:-1], out=eq[i])
+            np.bitwise_and(w, low, out=groups[i].view(np.uint64))
+        return groups, eq
 
     def _sorted(self, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_packed` for any real dtype (float64, int64, uint64 compared exactly) by
+        """:meth:`_radix` for any real dtype (float64, int64, uint64 compared exactly) by
         an argsort and a gather."""
         at = np.ascontiguousarray(vals.T)
         order = np.argsort(at, axis=1)
@@ -269,8 +282,8 @@ def pattern_ranksums(values: np.ndarray, inverse: np.ndarray, n_patterns: int,
     """Doubled mid-rank sums of each unit over groups of samples, and tie terms (CPU).
 
     Ranks come from the values as given: float64 and integers (int64 above 2**53 too) are
-    compared exactly. Float32-exact values are sorted as float64 keys that carry the
-    sample's group in their spare low mantissa bits (one sort, no gather).
+    compared exactly. Float32-exact values are radix-sorted by their 32-bit keys,
+    carrying the sample's group beside them (two counting-sort passes per unit).
 
     Parameters
     ----------
@@ -281,7 +294,7 @@ def pattern_ranksums(values: np.ndarray, inverse: np.ndarray, n_patterns: int,
     n_patterns : int
     block : int, optional
         Units ranked at once (default: about 12 MiB of keys; the working memory is about
-        ``33 * N * block`` bytes).
+        ``25 * N * block`` bytes).
 
     Returns
     -------
