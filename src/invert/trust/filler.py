@@ -29,8 +29,6 @@ Extras of the best explanation (rank 0):
     The simplified formula's AUROC on the same samples (None when nothing can be dropped).
 ``simplified_top_f1``
     For a top-F1 result, the simplified formula's F1 on the same samples (else absent).
-``filler_metric``
-    ``"auroc"`` or ``"top_f1"``: the score the check judged by.
 ``filler_on``
     ``"holdout"`` or ``"all"``: the samples the check used.
 """
@@ -200,7 +198,6 @@ def check_filler(result: ExplanationResult, activations: ActivationsLike,
         a, y = a[held], y[held]
     sign = -1.0 if result.params.get("mode") == "negative" else 1.0
     top_f1 = result.params.get("metric") == "top_f1"
-    metric = "top_f1" if top_f1 else "auroc"
     cols = LabelColumns(y)
     names = result.concept_names
     for k, u in enumerate(result.units):
@@ -208,8 +205,7 @@ def check_filler(result: ExplanationResult, activations: ActivationsLike,
             continue
         best = u[0]
         f = best.formula
-        new = {"filler": "", "simplified": None, "simplified_auroc": None, "filler_on": on,
-               "filler_metric": metric}
+        new = {"filler": "", "simplified": None, "simplified_auroc": None, "filler_on": on}
         if top_f1:
             new["simplified_top_f1"] = None
         if f.length > 1:
