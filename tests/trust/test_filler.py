@@ -132,3 +132,69 @@ def test_exports_and_report_carry_top_precision_and_filler(tmp_path):
     pages = [p.read_text() for p in (out / "report" / "units").rglob("*.html")]
     assert len(pages) == 2 and all('id="top-precision"' in p for p in pages)
     assert any('id="filler"' in p for p in pages)
+
+
+def test_f1_interval_matches_the_multinomial_spread():
+    """The delta-method SE of the F1 matches the spread of F1s of simulated multinomial
+    counts (a: top & mask, b: mask only, c: top only, the rest neither)."""
+    from invert.trust.filler import f1_interval
+
+    rng = np.random.default_rng(0)
+    n, p = 20000, np.array([0.004, 0.003, 0.006])
+    counts = rng.multinomial(n, [*p, 1 - p.sum()], size=20000)[:, :3]
+    f1 = 2 * counts[:, 0] / (2 * counts[:, 0] + counts[:, 1] + counts[:, 2])
+    a, b, c = n * p
+    low, high = f1_interval(a, a + c, a + b, z=1.0)
+    assert (high - low) / 2 == pytest.approx(f1.std(), rel=0.03)
+    assert (low + high) / 2 == pytest.approx(2 * a / (2 * a + b + c), abs=1e-12)
+    lo, hi = f1_interval([0, 5], [0, 5], [0, 5])
+    assert np.isnan(lo[0]) and lo[1] == hi[1] == 1.0  # empty: undefined; perfect: exact
+
+
+def _two_causes(seed=5, n=6000):
+    """A unit whose top is the union of two rare concepts; concept 2 is noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.random((n, 3)) < np.array([0.02, 0.02, 0.05])
+    a = 3.0 * (y[:, 0] | y[:, 1]) + rng.standard_normal(n)
+    return a, y
+
+
+def test_top_f1_labels_are_judged_by_their_f1():
+    """For a top-F1 result the check judges by the F1 against the top set: both causes of
+    the peak are needed (dropping one halves the cover), though by AUROC either half would
+    pass as filler; a noise literal added at a support floor is filler."""
+    from invert.engine.top import top_sets
+    from invert.trust.filler import f1_interval
+
+    a, y = _two_causes()
+    res = invert.explain(a, y, length=2, metric="top_f1", top_q=0.04)
+    best = res[0][0]
+    assert str(best.formula) == "0 | 1"
+    out = check_filler(res, a, y)[0][0]
+    assert out.extras["filler"] == "" and out.extras["simplified_top_f1"] is None
+    top = top_sets(a[:, None], 0.04)[0][:, 0]
+    m = best.evaluate(y)
+    low, _ = f1_interval((m & top).sum(), top.sum(), m.sum())
+    for i in range(2):
+        shorter = drop_literal(best.formula, i).evaluate(y)
+        f1 = 2 * (shorter & top).sum() / (top.sum() + shorter.sum())
+        assert f1 < low
+    # the AUROC judgement (the same formula in an AUROC result) would drop one of them
+    res_auc = invert.explain(a, y, length=2)
+    res_auc[0][0] = best
+    assert check_filler(res_auc, a, y)[0][0].extras["filler"] != ""
+    # padding to a support floor: the noise literal is filler; the simplified label's F1
+    # (recomputed here) stays at or above the padded formula's lower bound
+    res = invert.explain(a, y, length=3, metric="top_f1", top_q=0.04, min_fraction=0.075)
+    padded = res[0][0]
+    assert padded.support >= 0.075 * len(a) and "2" in str(padded.formula)
+    out = check_filler(res, a, y)[0][0]
+    assert "2" in out.extras["filler"].split(", ")
+    simple = parse_formula(out.extras["simplified"]).evaluate(y)
+    assert "2" not in out.extras["simplified"]
+    f1 = 2 * (simple & top).sum() / (top.sum() + simple.sum())
+    pm = padded.evaluate(y)
+    low, _ = f1_interval((pm & top).sum(), top.sum(), pm.sum())
+    assert out.extras["simplified_top_f1"] == pytest.approx(f1, abs=1e-12) and f1 >= low
+    assert out.extras["simplified_auroc"] == pytest.approx(roc_auc_score(simple, a),
+                                                           abs=1e-12)
