@@ -75,7 +75,8 @@ def test_parameters_are_checked():
         random_baseline(x, y, kind="gaussian")
 
 
-def test_cli_prints_and_stores_the_baseline(tmp_path):
+@pytest.mark.parametrize("holdout", [None, "0.3"])
+def test_cli_prints_and_stores_the_baseline(tmp_path, holdout):
     pytest.importorskip("click")
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")
@@ -92,14 +93,56 @@ def test_cli_prints_and_stores_the_baseline(tmp_path):
     table.to_csv(tmp_path / "c.csv", index=False)
     np.save(tmp_path / "a.npy", x.astype(np.float32))
     out = tmp_path / "out"
+    split = ["--holdout", holdout, "--random-state", "1"] if holdout else []
     res = CliRunner().invoke(cli, ["--quiet", "explain", "-o", str(out), "-a",
                                    str(tmp_path / "a.npy"), "-c", str(tmp_path / "c.csv"),
                                    "--length", "1", "--baseline", "8", "--no-report",
-                                   "--match-by-order"])
+                                   "--match-by-order", *split])
     assert res.exit_code == 0, res.output
-    assert "baseline (8 random directions): auroc run median" in res.output
+    where = ", held out on 90 samples" if holdout else ""
+    assert f"baseline (8 random directions{where}): auroc run median" in res.output
     meta = json.loads((out / "run.json").read_text())
     (entry,) = meta["baseline"].values()
     assert entry["n"] == 8 and entry["kind"] == "directions"
-    assert 0.5 < entry["auroc_median"] <= entry["auroc_p90"] < 0.75
+    assert entry["held_out"] == (90 if holdout else None)
+    assert (0.35 if holdout else 0.5) < entry["auroc_median"] <= entry["auroc_p90"] < 0.75
     assert entry["run"]["auroc_median"] is not None
+
+
+def test_held_out_baseline_sees_through_formulas_fitted_to_a_few_samples():
+    """Concepts on 3 samples each: in sample, noise directions find one that lands on
+    high values (AUROC far above 0.5); on held-out rows the same labels are worth chance,
+    and the baseline's figures are those held-out ones (checked by hand with sklearn)."""
+    rng = np.random.default_rng(5)
+    n, d, c = 900, 12, 300
+    x = rng.standard_normal((n, d))
+    y = np.zeros((n, c), bool)
+    for j in range(c):
+        y[rng.choice(n, 6, replace=False), j] = True
+    held = np.sort(rng.choice(n, n // 2, replace=False))
+    kw = {"length": 1, "beam_size": 2, "min_fraction": 0.0}
+    inside = random_baseline(x, y, n_directions=16, random_state=0, **kw).summary()
+    out = random_baseline(x, y, n_directions=16, random_state=0, held_out=held, **kw)
+    s = out.summary()
+    assert inside["held_out"] is None and s["held_out"] == held.size
+    assert inside["auroc_median"] > 0.75
+    assert s["auroc_median"] < 0.6 < inside["auroc_median"] - 0.15
+    # by hand: the first direction, searched on the other rows, scored on the held rows
+    from invert.trust.baseline import _directions
+    acts = _directions(x, 16, np.random.default_rng(0))
+    search = np.setdiff1d(np.arange(n), held)
+    res = invert.explain(acts[search, :1], y[search], **kw)
+    j = int(str(res[0][0].formula))
+    want = roc_auc_score(y[held, j], acts[held, 0])
+    assert out.values["auroc"][0] == pytest.approx(want, abs=1e-12)
+    assert "held out on 450 samples" in out.line()
+
+
+def test_run_figures_of_a_holdout_run_are_held_out():
+    x, y = _noise(4, n=800, d=6)
+    run = invert.explain(x, y, length=1, holdout=0.4, random_state=0)
+    figs = run_figures(run, x, y)
+    held = [u[0].extras["holdout_auroc"] for u in run.units if u]
+    assert figs["auroc_median"] == pytest.approx(np.median(held))
+    with pytest.raises(ValueError, match="held_out"):
+        random_baseline(x, y, n_directions=2, held_out=np.arange(800))

@@ -376,7 +376,8 @@ def record_baseline(out: str | os.PathLike, results: Mapping[str, ExplanationRes
     for layer, res in results.items():
         vals = np.asarray(run.activations[layer], dtype=np.float64)
         base = random_baseline(vals, run.concepts, n_directions=n_directions,
-                               random_state=random_state, **kw)
+                               random_state=random_state,
+                               held_out=getattr(res, "holdout_index", None), **kw)
         figs = run_figures(res, vals, run.concepts)
         entries[layer] = base.summary() | {"run": figs}
         lines.append(f"{layer or 'output'}: {base.line(figs)}")

@@ -17,7 +17,11 @@ near 0.94. A unit's AUROC means something only against that. :func:`random_basel
 
 The result holds each direction's best AUROC and ``top_precision`` (the share of its top
 activations its label covers, :func:`invert.trust.add_top_precision`) and their median and
-90th percentile, to print beside a run's figures.
+90th percentile, to print beside a run's figures. With ``held_out=`` (the held-out rows of a
+holdout run, ``result.holdout_index``) the directions are searched on the other rows and
+their figures are those of the held-out rows, as the run's (:func:`run_figures`) are: a
+label fitted to a few samples of one document then counts for what it is worth on unseen
+documents, for the run and for chance alike.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from ..engine.inputs import ActivationsLike, ConceptsLike, Labels
 from ..engine.result import ExplanationResult
 from ..engine.search import explain
 from ._data import whole_inputs
-from .metrics import add_top_precision
+from .metrics import add_metrics, add_top_precision
 
 __all__ = ["RandomBaseline", "random_baseline", "run_figures"]
 
@@ -58,8 +62,10 @@ class RandomBaseline:
         return len(next(iter(self.values.values())))
 
     def summary(self) -> dict[str, Any]:
-        """``{"kind", "n", "<figure>_median", "<figure>_p90", ...}`` (None where no value)."""
-        out: dict[str, Any] = {"kind": self.kind, "n": self.n}
+        """``{"kind", "n", "held_out", "<figure>_median", "<figure>_p90", ...}`` (None where
+        no value; ``held_out``: the held-out samples the figures are of, None: all)."""
+        out: dict[str, Any] = {"kind": self.kind, "n": self.n,
+                               "held_out": self.params.get("held_out")}
         for name, v in self.values.items():
             v = v[np.isfinite(v)]
             out[f"{name}_median"] = float(np.median(v)) if v.size else None
@@ -80,7 +86,8 @@ class RandomBaseline:
             bits.append(f"{name} {here}chance median {fmt(s[name + '_median'])}, "
                         f"90th pct {fmt(s[name + '_p90'])}")
         what = "random directions" if self.kind == "directions" else "shuffled units"
-        return f"baseline ({self.n} {what}): " + "; ".join(bits)
+        where = f", held out on {s['held_out']} samples" if s["held_out"] else ""
+        return f"baseline ({self.n} {what}{where}): " + "; ".join(bits)
 
 
 def _directions(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -107,9 +114,15 @@ def _shuffled(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
 def run_figures(result: ExplanationResult, activations: ActivationsLike,
                 concepts: ConceptsLike) -> dict[str, float | None]:
     """A run's medians over units of the best formula's AUROC and top precision
-    (``{"auroc_median", "top_precision_median"}``), to set beside a baseline."""
-    res = add_top_precision(_best_only(result), activations, concepts)
-    vals = _best_figures(res)
+    (``{"auroc_median", "top_precision_median"}``), to set beside a baseline: held out
+    for the result of a holdout search (its ``holdout_index``)."""
+    held = getattr(result, "holdout_index", None)
+    res = _best_only(result)
+    if held is None:
+        vals = _best_figures(add_top_precision(res, activations, concepts))
+    else:
+        res = add_top_precision(res, activations, concepts, rows=held, prefix="holdout_")
+        vals = _best_figures(res, prefix="holdout_")
     return {f"{k}_median": (float(np.median(v[np.isfinite(v)])) if np.isfinite(v).any()
                             else None) for k, v in vals.items()}
 
@@ -122,18 +135,24 @@ def _best_only(result: ExplanationResult) -> ExplanationResult:
                              params=dict(result.params), n_samples=result.n_samples)
 
 
-def _best_figures(result: ExplanationResult) -> dict[str, np.ndarray]:
+def _best_figures(result: ExplanationResult, prefix: str = "") -> dict[str, np.ndarray]:
+    """Each unit's best formula's :data:`FIGURES` (``prefix``: the held-out ones)."""
     out = {}
     for name in FIGURES:
+        key = prefix + name
         out[name] = np.array([
-            (u[0].auroc if name == "auroc" else u[0].extras.get(name, np.nan)) if u
+            (u[0].auroc if key == "auroc" else _finite(u[0].extras.get(key))) if u
             else np.nan for u in result.units], dtype=np.float64)
     return out
 
 
+def _finite(x: Any) -> float:
+    return np.nan if x is None else float(x)
+
+
 def random_baseline(features: ActivationsLike, concepts: ConceptsLike, *,
                     n_directions: int = 64, kind: str = "directions", random_state=None,
-                    **search_kwargs: Any) -> RandomBaseline:
+                    held_out=None, **search_kwargs: Any) -> RandomBaseline:
     """The same search on ``n_directions`` random directions (or shuffled units) of a
     layer's raw features (see the module docstring).
 
@@ -147,6 +166,10 @@ def random_baseline(features: ActivationsLike, concepts: ConceptsLike, *,
         Directions (or shuffled units) drawn.
     kind : {"directions", "shuffled"}
     random_state : int or numpy Generator, optional
+    held_out : array-like of int, optional
+        Held-out rows (e.g. ``result.holdout_index`` of the run compared): the directions
+        are searched on the other rows and their figures are of these rows (the summary's
+        ``held_out`` counts them).
     **search_kwargs
         Parameters of :func:`invert.engine.search.explain` (those of the run compared).
 
@@ -175,9 +198,29 @@ def random_baseline(features: ActivationsLike, concepts: ConceptsLike, *,
     acts = _directions(x, n_directions, rng) if kind == "directions" else \
         _shuffled(x, n_directions, rng)
     labels = Labels(names, y)
-    res = explain(acts, labels, **search_kwargs)
-    add_top_precision(_best_only_inplace(res), acts, labels)
-    return RandomBaseline(kind=kind, values=_best_figures(res), params=dict(res.params))
+    if held_out is None:
+        res = explain(acts, labels, **search_kwargs)
+        add_top_precision(_best_only_inplace(res), acts, labels)
+        return RandomBaseline(kind=kind, values=_best_figures(res), params=dict(res.params))
+    held = _check_rows(held_out, x.shape[0])
+    search = np.setdiff1d(np.arange(x.shape[0]), held)
+    res = _best_only_inplace(explain(acts[search], Labels(names, y[search]),
+                                     **search_kwargs))
+    add_metrics(res, acts, labels, rows=held, prefix="holdout_")
+    add_top_precision(res, acts, labels, rows=held, prefix="holdout_")
+    params = dict(res.params) | {"held_out": int(held.size)}
+    return RandomBaseline(kind=kind, values=_best_figures(res, prefix="holdout_"),
+                          params=params)
+
+
+def _check_rows(rows: Any, n: int) -> np.ndarray:
+    """Sorted unique row positions in ``[0, n)``, leaving rows to search on."""
+    r = np.unique(np.asarray(rows, dtype=np.int64).ravel())
+    if r.size == 0 or r[0] < 0 or r[-1] >= n or r.size >= n:
+        raise bad("held_out", f"row positions in [0, {n}), fewer than {n}",
+                  f"{r.size} positions from {r.min() if r.size else '-'} to "
+                  f"{r.max() if r.size else '-'}", raw=True)
+    return r
 
 
 def _best_only_inplace(result: ExplanationResult) -> ExplanationResult:
