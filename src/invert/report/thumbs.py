@@ -36,6 +36,20 @@ def short_name(sample_id: Any, limit: int = CAPTION_CHARS) -> str:
     return name[:head] + "\u2026" + name[-tail:]
 
 
+def _token_name(sample_id: Any) -> str:
+    """A token row's id ``(document id, position)`` as ``"doc/part #position"`` (document
+    ids that are tuples or JSON lists joined by ``/``); other ids as :func:`short_name`."""
+    if isinstance(sample_id, (list, tuple)) and len(sample_id) == 2 and isinstance(
+            sample_id[1], int):
+        doc = sample_id[0]
+        parts = doc if isinstance(doc, (list, tuple)) else [doc]
+        name = "/".join(map(str, parts))
+        if len(name) > 2 * CAPTION_CHARS:
+            name = name[:CAPTION_CHARS] + "\u2026" + name[-(CAPTION_CHARS - 1):]
+        return f"{name} #{sample_id[1]}"
+    return short_name(sample_id)
+
+
 def _flatten(im, Image):
     """An RGB copy of ``im`` with transparency composited onto white."""
     if im.mode in ("RGBA", "LA", "P"):
@@ -153,11 +167,13 @@ def exemplar(i: int, a: np.ndarray, mask: np.ndarray, thumbs: Thumbs, meta: dict
     if thumb is None:
         hit = None
         thumb = thumbs.make(i)
+    html = None if thumb else _text_html(meta, sid, i, thumbs.texts)
     e = {
-        "sid": str(sid), "short": short_name(sid), "act": f"{a[i]:.3g}", "inside": bool(mask[i]),
+        "sid": str(sid), "short": _token_name(sid) if html else short_name(sid),
+        "act": f"{a[i]:.3g}", "inside": bool(mask[i]),
         "src": "../../" + thumb[0] if thumb else None,
         "thumb": thumb[0] if thumb else None,
-        "html": None if thumb else _text_html(meta, sid, i, thumbs.texts),
+        "html": html,
         "held_out": bool(held_out[i]) if held_out is not None else None,
         "heat": None, "box": None,
     }
