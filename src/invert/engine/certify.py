@@ -337,21 +337,112 @@ def ceiling(values, counts, n_samples: int, *, min_fraction: float = 0.0,
 
 
 def _ceiling_keys(values, counts, sc: _Score, sd=None) -> tuple[np.ndarray, np.ndarray]:
-    """Ceiling keys (K,) and whether a breakpoint (an actual union) attains each."""
+    """Ceiling keys (K,) and whether a breakpoint (an actual union) attains each.
+
+    Units whose best patterns already form a union with the largest key any union can have
+    (:func:`_cap_rows`) take it without the full sort; the others sort all patterns and
+    bound the prefix that reaches the largest support (:func:`_within_limit`)."""
     m, k = values.shape
     out = np.full(k, _NEG_INF)
     exact = np.zeros(k, dtype=bool)
     step = max(1, _BLOCK_ELEMS // max(1, m))
     zeros = np.zeros(min(step, k))
+    risky = _cap_risky(counts, sc)
     for s in range(0, k, step):
         e = min(k, s + step)
         u = np.ascontiguousarray(_centred(values[:, s:e], counts, sc).T)  # (J, M)
-        us, cs = _sorted_by_mean(u, counts)
-        sdb = None if sd is None else sd[s:e]
+        rest = np.arange(e - s)
+        if risky is not None:
+            hit, key = _cap_rows(u, counts, sc, risky)
+            out[s:e][hit], exact[s:e][hit] = key[hit], True
+            rest = np.flatnonzero(~hit)
+            if rest.size == 0:
+                continue
+            u = u[rest]
+        us, cs = _within_limit(*_sorted_by_mean(u, counts), sc)
+        j = rest.size
+        sdb = None if sd is None else sd[s:e][rest]
         slack = None if sc.auroc else _pb_slack(u, 0.0, m)
-        out[s:e], exact[s:e] = _prefix_bound(us, cs, zeros[:e - s], zeros[:e - s], sc, sdb,
-                                             slack)
+        out[s + rest], exact[s + rest] = _prefix_bound(us, cs, zeros[:j], zeros[:j], sc, sdb,
+                                                       slack)
     return out, exact
+
+
+def _within_limit(us: np.ndarray, cs: np.ndarray, sc: _Score) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted patterns (J, M) cut after the last column where some row's segment starts
+    at or below the largest support: later segments start past it, so their breakpoints,
+    crude bounds and interiors are all -inf in :func:`_prefix_bound` (an exact cut)."""
+    start = np.cumsum(cs, axis=1) - cs  # exact: sums of integer counts
+    width = int((start <= sc.hi).sum(axis=1).max(initial=0))  # starts increase along a row
+    width = max(width, 1)
+    return us[:, :width], cs[:, :width]
+
+
+#: patterns scanned past the smallest support for a union that reaches the AUROC cap
+_CAP_EXTRA = 64
+#: (count x |centred sum|) below which a pattern's interior keys provably stay under the cap
+_CAP_INTERIOR = 2.0 ** 48
+
+
+def _cap_risky(counts: np.ndarray, sc: _Score) -> np.ndarray | None:
+    """The patterns whose interior rounding :func:`_cap_rows` must check per unit (count
+    ``c >= 2`` with ``c * c * N >= 2**48``, since ``|u| <= c N``); None where the shortcut
+    does not apply (point-biserial, no allowed support, or sums not exact in float64)."""
+    if not sc.auroc or sc.lo > sc.hi or sc.n * sc.n >= 2.0 ** 52:
+        return None
+    return np.flatnonzero((counts >= 2) & (counts * counts * sc.n >= _CAP_INTERIOR))
+
+
+def _cap_rows(u: np.ndarray, counts: np.ndarray, sc: _Score,
+              risky: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``u`` (J, M; AUROC centred sums) whose ceiling is the cap, found from their
+    best patterns only: (which rows, their ceiling keys).
+
+    The cap: a union of ``n`` samples has centred doubled mid-rank sum ``e <= S(n) = n (N -
+    n)`` (the top ``n`` ranks), so its key is at most 1 (``-0.0`` with ``mode="negative"``),
+    and ``e = S(n)`` means the union is exactly the top ``n`` samples with no tie across its
+    edge. A row is a hit when, among its ``lo + 64`` patterns of largest mean (sorted),
+    a prefix of support ``n`` in the limits has ``e = S(n)`` and a strictly larger mean than
+    the pattern after it: then every sort by mean (the full path's) starts with the same
+    patterns, so it has this breakpoint, with this exact key. Nothing else the full path
+    evaluates exceeds it: breakpoints are unions; at an interior support ``n0 + j`` of a
+    pattern of count ``c >= 2`` (``0 < j < c``) the fractional sum ``e0 + j u / c`` is at
+    most the union of the first ``n0`` samples with the pattern's best ``j``, hence at most
+    ``S``, and strictly below it (equality needs all the pattern's samples tied, and then
+    the tie crosses the edge), so at least ``1 / c`` below the integer ``S``; the rounding
+    up adds less than that while ``c |u| < 2**48`` (else the row takes the full path), so the
+    rounded sum is still at most ``S``; crude bounds only count where they are below a
+    breakpoint. Needs ``values`` to be doubled mid-rank sums (as documented)."""
+    j, m = u.shape
+    n = sc.n
+    hit = np.zeros(j, dtype=bool)
+    key = np.full(j, _NEG_INF)
+    ok = np.isfinite(u).all(axis=1)
+    if risky.size:
+        ok &= (np.abs(u[:, risky]) * counts[risky] < _CAP_INTERIOR).all(axis=1)
+    t = min(m, int(sc.lo) + _CAP_EXTRA)
+    ratio = u / counts
+    if t < m:
+        top = np.argpartition(-ratio, t - 1, axis=1)[:, :t]
+    else:
+        top = np.broadcast_to(np.arange(m), (j, m))
+    rt = np.take_along_axis(ratio, top, 1)
+    order = np.argsort(-rt, axis=1)
+    top = np.take_along_axis(top, order, 1)
+    rt = np.take_along_axis(rt, order, 1)
+    ce = np.cumsum(np.take_along_axis(u, top, 1), axis=1)  # exact: integer sums < 2**53
+    cn = np.cumsum(counts[top], axis=1)
+    good = (ce == cn * (n - cn)) & (cn >= sc.lo) & (cn <= sc.hi)
+    if t < m:
+        good[:, -1] = False  # the next pattern's mean is not known
+    good[:, :-1] &= rt[:, :-1] > rt[:, 1:]
+    good &= ok[:, None]
+    row = np.flatnonzero(good.any(axis=1))
+    if row.size:
+        i = good[row].argmax(axis=1)
+        hit[row] = True
+        key[row] = sc.key_e(ce[row, i], cn[row, i])
+    return hit, key
 
 
 # ----------------------------------------------------------------------------- vocabulary
