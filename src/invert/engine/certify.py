@@ -437,7 +437,8 @@ def _from_best(u: np.ndarray, counts: np.ndarray, sc: _Score,
     ut, ct = np.take_along_axis(u, top, 1), counts[top]
     ce, cn = np.cumsum(ut, axis=1), np.cumsum(ct, axis=1)  # exact: integer sums < 2**53
     drop = rt[:, :-1] > rt[:, 1:]  # (J, t): a prefix may end after column i
-    done, key = _cap_hits(u, counts, sc, best, ce, cn, drop)
+    finite = np.isfinite(u).all(axis=1)  # else the full path (NaN stays NaN)
+    done, key = _cap_hits(u, counts, sc, best, ce, cn, drop & finite[:, None])
     exact = done.copy()
     mixed = ~drop & ((ut[:, :-1] != ut[:, 1:]) | (ct[:, :-1] != ct[:, 1:]))
     stop = np.where(mixed.any(axis=1), mixed.argmax(axis=1), t)  # first run of ties
@@ -445,7 +446,7 @@ def _from_best(u: np.ndarray, counts: np.ndarray, sc: _Score,
     run = np.maximum.accumulate(run, axis=1)  # the last prefix end at or before each column
     end = run[np.arange(j), np.maximum(stop - 1, 0)]
     end = np.where(stop > 0, end, 0)
-    live = ~done & (end > 0)
+    live = ~done & (end > 0) & finite
     if not live.any():
         return done, key, exact
     rows = np.flatnonzero(live)
@@ -482,9 +483,9 @@ def _cap_hits(u, counts, sc: _Score, best: _BestSetup, ce, cn, drop):
     ``S``. Needs ``values`` to be doubled mid-rank sums (as documented)."""
     j = u.shape[0]
     n = sc.n
-    ok = np.isfinite(u).all(axis=1)
+    ok = np.ones(j, dtype=bool)
     if best.risky.size:
-        ok &= (np.abs(u[:, best.risky]) * counts[best.risky] < _CAP_INTERIOR).all(axis=1)
+        ok = (np.abs(u[:, best.risky]) * counts[best.risky] < _CAP_INTERIOR).all(axis=1)
     ce, cn = ce[:, :-1], cn[:, :-1]
     good = (ce == cn * (n - cn)) & (cn >= sc.lo) & (cn <= sc.hi) & drop & ok[:, None]
     hit = good.any(axis=1)
