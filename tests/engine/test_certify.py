@@ -262,6 +262,7 @@ def test_ceiling_from_best_patterns_is_the_full_sort(monkeypatch, kind, mode, li
     """The keys and flags from the best patterns are bitwise those of the full sort, and
     the shortcut settles units (sorting the default 512 best patterns of the multi-label
     layer's ~6,000, and 128 of the others' ~1,700)."""
+    monkeypatch.setattr(certify_module, "_BEST_MIN_RATIO", 4)
     if kind != "multilabel":
         monkeypatch.setattr(certify_module, "_BEST_SORTED", 128)
     r2, counts, n = _large_case(kind, 7)
@@ -278,6 +279,7 @@ def test_ceiling_from_few_best_patterns_is_the_full_sort(monkeypatch, seed):
     """With 3 sorted patterns and 4 tail buckets (ties, runs of equal means, prefixes that
     end early) the shortcut still gives the full sort's keys bitwise."""
     monkeypatch.setattr(certify_module, "_BEST_SORTED", 3)
+    monkeypatch.setattr(certify_module, "_BEST_MIN_RATIO", 4)
     monkeypatch.setattr(certify_module, "_BEST_EXTRA", 1)
     monkeypatch.setattr(certify_module, "_TAIL_BUCKETS", 4)
     rng = np.random.default_rng(seed)
@@ -295,9 +297,10 @@ def test_ceiling_from_few_best_patterns_is_the_full_sort(monkeypatch, seed):
         np.testing.assert_array_equal(exact, ref_exact)
 
 
-def test_ceiling_cap_when_the_top_samples_are_patterns():
+def test_ceiling_cap_when_the_top_samples_are_patterns(monkeypatch):
     """Every sample its own pattern: the top samples are a union, the ceiling is AUROC 1
     (0 with mode negative), found from the best patterns, and equal to the best union's."""
+    monkeypatch.setattr(certify_module, "_BEST_MIN_RATIO", 4)
     n = 3000
     y = np.zeros((n, 12), dtype=bool)
     y[np.arange(n), :] = (np.arange(n)[:, None] >> np.arange(12)) & 1
