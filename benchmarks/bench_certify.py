@@ -20,6 +20,13 @@ Figures per layer (wall time and process CPU time, which counts every thread):
   those; at L = 3 the same among the units the branch-and-bound certified (their proven
   best against the beam's best, the incumbent).
 
+``--ceiling-cost``: only the ceiling's own cost, side by side in one run (CPU time,
+``threads=1``): the whole layer (L = 3, B = 5) with the ceiling from each unit's best
+patterns (the default) and with the full sort of all patterns (the shortcut turned off),
+the ceiling's share of each, the ceiling alone re-timed on the same inputs (alternating,
+best of 3), and whether the ceilings are bitwise equal; on the paper layer, the multi-label
+layer and a token-style layer (a Zipf word and a tag per row).
+
 Run: ``python benchmarks/bench_certify.py`` (paper layer, about 10-20 minutes on 2 loaded
 cores), ``--demo-dir /tmp/cert-demo --skip-synthetic`` for the demo's layers (after
 ``python -m invert demo --out /tmp/cert-demo``); ``--quick`` for 64 units.
@@ -39,6 +46,7 @@ import torch
 
 import invert
 from invert.concepts import ConceptSet
+from invert.engine import certify as certify_module
 from invert.engine import search as search_module
 from invert.engine.certify import STAGES
 from invert.engine.synthetic import make_layer, make_multilabel_layer
@@ -61,6 +69,8 @@ class Spy:
 
     def __init__(self):
         self.calls: dict[str, list] = defaultdict(list)
+        self.cpu: dict[str, list] = defaultdict(list)
+        self.kwargs: dict[str, list] = defaultdict(list)
 
     def seconds(self, name: str) -> float:
         return sum(t for t, _, _ in self.calls[name])
@@ -71,9 +81,11 @@ class Spy:
 
         def wrap(name, fn):
             def timed_call(*args, **kwargs):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 out = fn(*args, **kwargs)
                 self.calls[name].append((time.perf_counter() - t, args, out))
+                self.cpu[name].append(time.process_time() - c)
+                self.kwargs[name].append(kwargs)
                 return out
             return timed_call
 
@@ -183,11 +195,85 @@ def bench_layer(name: str, acts, concepts, min_fraction: float, beams: list[int]
               f"{n_cert} certified ({n_cert / k:.0%} of units) | {med:.4f} | {mx:.4f} |")
 
 
+@contextmanager
+def full_sort():
+    """The ceiling by the full sort of every unit's patterns (the shortcut from the best
+    patterns, ``engine.certify._BestSetup``, turned off)."""
+    saved = certify_module._BestSetup.of
+    certify_module._BestSetup.of = staticmethod(lambda counts, sc: None)
+    try:
+        yield
+    finally:
+        certify_module._BestSetup.of = saved
+
+
+def token_layer(n: int = 50_000, k: int = 512, seed: int = 0):
+    """(activations, concepts) of a token-style layer: each row one Zipf word of 6,000 and one
+    tag of 48 (patterns of very unequal counts); 64 units fire on a word."""
+    rng = np.random.default_rng(seed)
+    word = np.minimum(rng.zipf(1.3, n), 6000) - 1
+    tag = np.where(rng.random(n) < 0.9, word % 48, rng.integers(0, 48, n))
+    import scipy.sparse as sp
+    rows = np.r_[np.arange(n), np.arange(n)]
+    y = sp.csr_matrix((np.ones(2 * n, dtype=bool), (rows, np.r_[word, 6000 + tag])),
+                      shape=(n, 6048))
+    used = np.flatnonzero(np.asarray(y.sum(axis=0)).ravel() > 0)
+    y = y[:, used]
+    acts = rng.standard_normal((n, k)).astype(np.float32)
+    acts[:, :64] += 1.5 * y[:, rng.choice(used.size - 48, 64)].toarray()
+    return acts, ConceptSet(y, [f"c{i}" for i in used])
+
+
+def ceiling_cost(name: str, acts, concepts, min_fraction: float) -> None:
+    """The ceiling's cost with and without the shortcut, side by side (CPU s, threads=1)."""
+    kw = {"length": 3, "beam_size": 5, "min_fraction": min_fraction, "threads": 1}
+    ways = (("best patterns (default)", contextmanager(lambda: (yield))),
+            ("full sort", full_sort))
+    cpu = {label: [] for label, _ in ways}
+    inner = {label: [] for label, _ in ways}
+    alone = {label: [] for label, _ in ways}
+    ceils, calls = [], []
+    for rep in range(2):  # alternating, best of 2
+        for label, ctx in ways:
+            spy = Spy()
+            with ctx(), spy.watching():
+                c = time.process_time()
+                res = search_module.explain(acts, concepts, **kw)
+                cpu[label].append(time.process_time() - c)
+            inner[label].append(sum(spy.cpu["ceiling"]))
+            if rep == 0:
+                ceils.append(np.asarray(res.ceiling, dtype=np.float64))
+                calls = [(args, kwargs) for (_, args, _), kwargs in
+                         zip(spy.calls["ceiling"], spy.kwargs["ceiling"], strict=True)]
+    for _ in range(3):  # the ceiling alone on the same inputs, alternating, best of 3
+        for label, ctx in ways:
+            with ctx():
+                c = time.process_time()
+                for args, kwargs in calls:
+                    certify_module.ceiling(*args, **kwargs)
+                alone[label].append(time.process_time() - c)
+    rows = [(label, min(cpu[label]), min(inner[label])) for label, _ in ways]
+    same = ceils[0].tobytes() == ceils[1].tobytes()
+    print(f"\n## ceiling cost, {name}: N={acts.shape[0]}, C={np.shape(concepts.matrix)[1]}, "
+          f"K={acts.shape[1]}, {len(calls)} ceiling calls; ceilings bitwise equal: "
+          f"{'yes' if same else 'NO'}")
+    print("| ceiling by | whole layer CPU s | of which ceiling CPU s | ceiling alone CPU s "
+          "(best of 3) |\n|---|---|---|---|")
+    for label, cpu, t_ceil in rows:
+        print(f"| {label} | {cpu:.2f} | {t_ceil:.2f} ({t_ceil / cpu:.0%}) | "
+              f"{min(alone[label]):.3f} |")
+
+
 def demo_layers(folder: Path):
     """(name, activations, concepts) of each layer of an ``invert demo`` output folder."""
     concepts = ConceptSet.load(folder / "concepts.npz")
     for path in sorted(folder.glob("activations_*.npy")):
         yield f"demo {path.stem.removeprefix('activations_')}", np.load(path), concepts
+
+
+def _layer(make, k: int):
+    layer = make(n_units=k, n_planted=max(1, min(64, k // 8)))
+    return layer.activations, layer.concepts
 
 
 def main() -> None:
@@ -202,9 +288,19 @@ def main() -> None:
     p.add_argument("--demo-min-fraction", type=float, default=0.02)
     p.add_argument("--skip-synthetic", action="store_true")
     p.add_argument("--quick", action="store_true", help="64 units, budget 20 s")
+    p.add_argument("--ceiling-cost", action="store_true",
+                   help="only the ceiling's cost, with and without the shortcut")
     args = p.parse_args()
     budget = 20.0 if args.quick else args.budget
     print("threads:", thread_settings())
+    if args.ceiling_cost:
+        k = 64 if args.quick else args.units
+        for name, (acts, concepts) in (
+                ("paper layer", _layer(make_layer, k)),
+                ("multi-label layer", _layer(make_multilabel_layer, k)),
+                ("token-style layer", token_layer(k=k))):
+            ceiling_cost(name, acts, concepts, 0.002)
+        return
     if not args.skip_synthetic:
         k = 64 if args.quick else args.units
         make = make_layer if args.layer == "paper" else make_multilabel_layer

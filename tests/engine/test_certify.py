@@ -18,6 +18,7 @@ from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 from invert._validate import InvalidParameterError
+from invert.engine import certify as certify_module
 from invert.engine.certify import (
     _ceiling_keys,
     _scorer,
@@ -214,6 +215,107 @@ def test_ceiling_negative_is_the_mirror():
     mirrored = 2.0 * (n + 1) * counts[:, None] - r2  # ranks reversed
     pos = ceiling(mirrored, counts, n, min_fraction=lo, max_fraction=hi)
     np.testing.assert_allclose(neg, 1.0 - pos, atol=1e-12)
+
+
+
+def _full_sort_keys(monkeypatch, r2, counts, sc):
+    """The ceiling keys of the full sort (the shortcut from the best patterns turned off)."""
+    with monkeypatch.context() as mp:
+        mp.setattr(certify_module._BestSetup, "of", staticmethod(lambda counts, sc: None))
+        return _ceiling_keys(r2, counts, sc)
+
+
+def _settled(r2, counts, sc) -> np.ndarray:
+    """Which units the shortcut settles (without the full sort)."""
+    best = certify_module._BestSetup.of(counts, sc)
+    if best is None:
+        return np.zeros(r2.shape[1], dtype=bool)
+    u = np.ascontiguousarray(certify_module._centred(r2, counts, sc).T)
+    return certify_module._from_best(u, counts, sc, best)[0]
+
+
+def _large_case(kind: str, seed: int):
+    """(r2, counts, N) of a layer with many patterns: ``multilabel`` (nearly one pattern per
+    sample), ``tokens`` (a Zipf word and a tag per row: patterns of very unequal counts) or
+    ``ties`` (few activation values)."""
+    rng = np.random.default_rng(seed)
+    n = 6000
+    if kind == "tokens":
+        word = np.minimum(rng.zipf(1.3, n), 2000)
+        y = np.zeros((n, 2030), dtype=bool)
+        y[np.arange(n), word] = True
+        y[np.arange(n), 2001 + rng.integers(0, 20, n)] = True
+    else:
+        y = rng.random((n, 300)) < 0.02
+    acts = rng.standard_normal((n, 6))
+    acts[:, :3] += 2.0 * y[:, :3]
+    if kind == "ties":
+        acts = np.round(acts * 2)
+    r2, counts, _ = _patterns(acts, y)
+    return r2, counts, n
+
+
+@pytest.mark.parametrize("kind", ["multilabel", "tokens", "ties"])
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+@pytest.mark.parametrize("limits", [(0.002, 0.5), (0.0, 1.0), (0.01, 0.3)])
+def test_ceiling_from_best_patterns_is_the_full_sort(monkeypatch, kind, mode, limits):
+    """The keys and flags from the best patterns are bitwise those of the full sort, and
+    the shortcut settles units (sorting the default 512 best patterns of the multi-label
+    layer's ~6,000, and 128 of the others' ~1,700)."""
+    monkeypatch.setattr(certify_module, "_BEST_MIN_RATIO", 4)
+    if kind != "multilabel":
+        monkeypatch.setattr(certify_module, "_BEST_SORTED", 128)
+    r2, counts, n = _large_case(kind, 7)
+    sc = _scorer(n, *limits, mode, "auroc")
+    keys, exact = _ceiling_keys(r2, counts, sc)
+    ref_keys, ref_exact = _full_sort_keys(monkeypatch, r2, counts, sc)
+    assert keys.tobytes() == ref_keys.tobytes()
+    np.testing.assert_array_equal(exact, ref_exact)
+    assert _settled(r2, counts, sc).any()
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_ceiling_from_few_best_patterns_is_the_full_sort(monkeypatch, seed):
+    """With 3 sorted patterns and 4 tail buckets (ties, runs of equal means, prefixes that
+    end early) the shortcut still gives the full sort's keys bitwise."""
+    monkeypatch.setattr(certify_module, "_BEST_SORTED", 3)
+    monkeypatch.setattr(certify_module, "_BEST_MIN_RATIO", 4)
+    monkeypatch.setattr(certify_module, "_BEST_EXTRA", 1)
+    monkeypatch.setattr(certify_module, "_TAIL_BUCKETS", 4)
+    rng = np.random.default_rng(seed)
+    n, c = int(rng.integers(40, 300)), int(rng.integers(4, 9))
+    y = rng.random((n, c)) < rng.uniform(0.1, 0.6)
+    acts = rng.integers(0, int(rng.integers(2, 30)), (n, 6)).astype(np.float64)
+    acts += y[:, :1] * rng.random(6) * 3
+    r2, counts, _ = _patterns(acts, y)
+    lo, hi = sorted(rng.random(2).tolist())
+    for mode in ("positive", "negative"):
+        sc = _scorer(n, 0.0 if seed % 2 else lo, 1.0 if seed % 3 == 0 else hi, mode, "auroc")
+        keys, exact = _ceiling_keys(r2, counts, sc)
+        ref_keys, ref_exact = _full_sort_keys(monkeypatch, r2, counts, sc)
+        assert keys.tobytes() == ref_keys.tobytes()
+        np.testing.assert_array_equal(exact, ref_exact)
+
+
+def test_ceiling_cap_when_the_top_samples_are_patterns(monkeypatch):
+    """Every sample its own pattern: the top samples are a union, the ceiling is AUROC 1
+    (0 with mode negative), found from the best patterns, and equal to the best union's."""
+    monkeypatch.setattr(certify_module, "_BEST_MIN_RATIO", 4)
+    n = 3000
+    y = np.zeros((n, 12), dtype=bool)
+    y[np.arange(n), :] = (np.arange(n)[:, None] >> np.arange(12)) & 1
+    acts = np.random.default_rng(0).standard_normal((n, 4))
+    r2, counts, _ = _patterns(acts, y)
+    assert counts.max() == 1
+    got = ceiling(r2, counts, n, min_fraction=0.01)
+    assert np.all(got == 1.0)
+    assert np.all(ceiling(r2, counts, n, min_fraction=0.01, mode="negative") == 0.0)
+    assert _settled(r2, counts, _scorer(n, 0.01, 0.5, "positive", "auroc")).all()
+    top = np.argsort(-acts, axis=0)[:30]  # the best union of 30 samples
+    for k in range(4):
+        mask = np.zeros(n, dtype=bool)
+        mask[top[:, k]] = True
+        assert roc_auc_score(mask, acts[:, k]) == 1.0
 
 
 # ----------------------------------------------------------------------------- length 2

@@ -337,21 +337,259 @@ def ceiling(values, counts, n_samples: int, *, min_fraction: float = 0.0,
 
 
 def _ceiling_keys(values, counts, sc: _Score, sd=None) -> tuple[np.ndarray, np.ndarray]:
-    """Ceiling keys (K,) and whether a breakpoint (an actual union) attains each."""
+    """Ceiling keys (K,) and whether a breakpoint (an actual union) attains each.
+
+    AUROC units are first bounded from their best patterns only (:func:`_from_best`); the
+    others, and point-biserial units, sort all patterns and bound the prefix that reaches
+    the largest support (:func:`_within_limit`). Both give the same keys."""
     m, k = values.shape
     out = np.full(k, _NEG_INF)
     exact = np.zeros(k, dtype=bool)
     step = max(1, _BLOCK_ELEMS // max(1, m))
     zeros = np.zeros(min(step, k))
+    best = _BestSetup.of(counts, sc)
     for s in range(0, k, step):
         e = min(k, s + step)
         u = np.ascontiguousarray(_centred(values[:, s:e], counts, sc).T)  # (J, M)
-        us, cs = _sorted_by_mean(u, counts)
-        sdb = None if sd is None else sd[s:e]
+        rest = np.arange(e - s)
+        if best is not None:
+            done, key, ex = _from_best(u, counts, sc, best)
+            out[s:e][done], exact[s:e][done] = key[done], ex[done]
+            rest = np.flatnonzero(~done)
+            if rest.size == 0:
+                continue
+            u = u[rest]
+        us, cs = _within_limit(*_sorted_by_mean(u, counts), sc)
+        j = rest.size
+        sdb = None if sd is None else sd[s:e][rest]
         slack = None if sc.auroc else _pb_slack(u, 0.0, m)
-        out[s:e], exact[s:e] = _prefix_bound(us, cs, zeros[:e - s], zeros[:e - s], sc, sdb,
-                                             slack)
+        out[s + rest], exact[s + rest] = _prefix_bound(us, cs, zeros[:j], zeros[:j], sc, sdb,
+                                                       slack)
     return out, exact
+
+
+def _within_limit(us: np.ndarray, cs: np.ndarray, sc: _Score) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted patterns (J, M) cut after the last column where some row's segment starts
+    at or below the largest support: later segments start past it, so their breakpoints,
+    crude bounds and interiors are all -inf in :func:`_prefix_bound` (an exact cut)."""
+    start = np.cumsum(cs, axis=1) - cs  # exact: sums of integer counts
+    width = int((start <= sc.hi).sum(axis=1).max(initial=0))  # starts increase along a row
+    width = max(width, 1)
+    return us[:, :width], cs[:, :width]
+
+
+# ------------------------------------------------------------------ ceiling from the best
+
+
+#: patterns of largest mean sorted per unit by :func:`_from_best` (at least ``lo + 64``)
+_BEST_SORTED = 512
+_BEST_EXTRA = 64
+#: the shortcut runs where there are more than this many times ``t`` patterns (below, the
+#: full sort costs about as much: measured on a token-style layer with 4,413 patterns)
+_BEST_MIN_RATIO = 16
+#: tail buckets (by mean) of :func:`_tail_bound`
+_TAIL_BUCKETS = 512
+#: (count x |centred sum|) below which a pattern's interior keys provably stay under the cap
+_CAP_INTERIOR = 2.0 ** 48
+
+
+@dataclass(frozen=True)
+class _BestSetup:
+    """What :func:`_from_best` needs of the patterns: how many to sort, the patterns whose
+    interior rounding the cap must check per unit, and the rounding room of an interior
+    sum (``1 + 2**-48 max(c) N``, plus one)."""
+
+    t: int
+    risky: np.ndarray
+    bump: float
+
+    @staticmethod
+    def of(counts: np.ndarray, sc: _Score) -> _BestSetup | None:
+        """None where the shortcut does not apply: point-biserial, no allowed support, sums
+        not exact in float64, or too few patterns to gain from a partial sort."""
+        m = counts.shape[0]
+        t = max(_BEST_SORTED, int(sc.lo) + _BEST_EXTRA)
+        if not sc.auroc or sc.lo > sc.hi or sc.n * sc.n >= 2.0 ** 52 or _BEST_MIN_RATIO * t >= m:
+            return None
+        risky = np.flatnonzero((counts >= 2) & (counts * counts * sc.n >= _CAP_INTERIOR))
+        return _BestSetup(t, risky, 2.0 + 2.0 ** -48 * float(counts.max()) * sc.n)
+
+
+def _from_best(u: np.ndarray, counts: np.ndarray, sc: _Score,
+               best: _BestSetup) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ceiling keys of the rows of ``u`` (J, M; AUROC centred sums) from their ``t`` patterns
+    of largest mean: (which rows are settled, their keys, whether a breakpoint attains it).
+
+    The full path's key is the largest of the values it evaluates: breakpoint keys and the
+    interior keys of segments (the crude bounds only count where a breakpoint is above
+    them, and an interior key is at most its segment's crude bound). Its order by mean is
+    the same as the sorted top patterns' up to a *prefix end* where the mean strictly
+    drops, except inside runs of equal means of patterns that differ, whose order is
+    arbitrary. A row is settled (1) by the cap (:func:`_cap_hits`), or (2) when the prefix
+    before its first such run (and before the end of the sorted top) has a key ``R`` above
+    a bound on every value of the rest, in any order (:func:`_tail_bound`): then ``R`` is
+    the full path's key, attained the same way."""
+    j, m = u.shape
+    t = best.t
+    ratio = u / counts
+    top, rt = _top_sorted(ratio, t)  # rt[:, t]: the largest mean of the rest
+    ut, ct = np.take_along_axis(u, top, 1), counts[top]
+    ce, cn = np.cumsum(ut, axis=1), np.cumsum(ct, axis=1)  # exact: integer sums < 2**53
+    drop = rt[:, :-1] > rt[:, 1:]  # (J, t): a prefix may end after column i
+    finite = np.isfinite(u).all(axis=1)  # else the full path (NaN stays NaN)
+    done, key = _cap_hits(u, counts, sc, best, ce, cn, drop & finite[:, None])
+    exact = done.copy()
+    mixed = ~drop & ((ut[:, :-1] != ut[:, 1:]) | (ct[:, :-1] != ct[:, 1:]))
+    stop = np.where(mixed.any(axis=1), mixed.argmax(axis=1), t)  # first run of ties
+    run = np.where(drop, np.arange(1, t + 1), 0)
+    run = np.maximum.accumulate(run, axis=1)  # the last prefix end at or before each column
+    end = run[np.arange(j), np.maximum(stop - 1, 0)]
+    end = np.where(stop > 0, end, 0)
+    live = ~done & (end > 0) & finite
+    if not live.any():
+        return done, key, exact
+    rows = np.flatnonzero(live)
+    p = end[rows]
+    keep = np.arange(t)[None, :] < p[:, None]
+    zero = np.zeros(rows.size)
+    r_key, r_ex = _prefix_bound(np.where(keep, ut[rows, :t], 0.0),
+                                np.where(keep, ct[rows, :t], 0.0), zero, zero, sc)
+    last = p - 1
+    tail = _tail_bound(ratio[rows], u[rows], counts, sc, best, rt[rows, p],
+                       cn[rows, last], ce[rows, last])
+    ok = tail < r_key
+    key[rows[ok]], exact[rows[ok]] = r_key[ok], r_ex[ok]
+    done[rows[ok]] = True
+    return done, key, exact
+
+
+def _top_sorted(ratio: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Columns (J, t + 1) of each row's ``t + 1`` largest values, largest first (ties in any
+    order), and those values.
+
+    A threshold from every 16th value keeps about ``2 t`` candidates per row, which are
+    sorted; rows left with fewer than ``t + 1`` candidates are selected by
+    ``np.argpartition`` instead."""
+    j, m = ratio.shape
+    sub = ratio[:, ::16]
+    q = min(sub.shape[1], max(1, -(-2 * (t + 1) // 16)))
+    with np.errstate(invalid="ignore"):
+        thr = -np.partition(-sub, q - 1, axis=1)[:, q - 1]
+        cand = ratio > thr[:, None]
+    enough = cand.sum(axis=1) >= t + 1
+    cand &= enough[:, None]
+    top = np.empty((j, t + 1), dtype=np.int64)
+    row, col = np.nonzero(cand)
+    val = ratio[row, col]
+    order = np.lexsort((-val, row))
+    start = np.searchsorted(row, np.arange(j))  # row-major: each row's candidates
+    pos = np.arange(row.size) - start[row[order]]
+    keep = order[pos <= t]
+    top[enough] = col[keep].reshape(-1, t + 1)
+    few = np.flatnonzero(~enough)
+    if few.size:
+        sel = np.argpartition(-ratio[few], t, axis=1)[:, :t + 1]
+        srt = np.argsort(-np.take_along_axis(ratio[few], sel, 1), axis=1)
+        top[few] = np.take_along_axis(sel, srt, 1)
+    return top, np.take_along_axis(ratio, top, 1)
+
+
+def _cap_hits(u, counts, sc: _Score, best: _BestSetup, ce, cn, drop):
+    """Rows whose ceiling is the cap, from their sorted top patterns (``ce``, ``cn``: prefix
+    sums, ``drop``: where the mean strictly drops): (which rows, their keys).
+
+    The cap: a union of ``n`` samples has centred doubled mid-rank sum ``e <= S(n) = n (N -
+    n)`` (the top ``n`` ranks), so its key is at most 1 (``-0.0`` with ``mode="negative"``),
+    and ``e = S(n)`` means the union is exactly the top ``n`` samples with no tie across its
+    edge. A row is a hit when a prefix of support ``n`` in the limits, followed by a strict
+    drop of the mean, has ``e = S(n)``: every sort by mean starts with the same patterns,
+    so the full path has this breakpoint, with this exact key. Nothing it evaluates exceeds
+    it: breakpoints are unions; at an interior support ``n0 + j`` of a pattern of count
+    ``c >= 2`` (``0 < j < c``) the fractional sum ``e0 + j u / c`` is at most the union of
+    the first ``n0`` samples with the pattern's best ``j``, hence at most ``S``, and strictly
+    below it (equality needs all the pattern's samples tied, and then the tie crosses the
+    edge), so at least ``1 / c`` below the integer ``S``; the rounding up adds less than that
+    while ``c |u| < 2**48`` (else the row is not a hit), so the rounded sum stays at most
+    ``S``. Needs ``values`` to be doubled mid-rank sums (as documented)."""
+    j = u.shape[0]
+    n = sc.n
+    ok = np.ones(j, dtype=bool)
+    if best.risky.size:
+        ok = (np.abs(u[:, best.risky]) * counts[best.risky] < _CAP_INTERIOR).all(axis=1)
+    ce, cn = ce[:, :-1], cn[:, :-1]
+    good = (ce == cn * (n - cn)) & (cn >= sc.lo) & (cn <= sc.hi) & drop & ok[:, None]
+    hit = good.any(axis=1)
+    key = np.full(j, _NEG_INF)
+    row = np.flatnonzero(hit)
+    if row.size:
+        i = good[row].argmax(axis=1)
+        key[row] = sc.key_e(ce[row, i], cn[row, i])
+    return hit, key
+
+
+def _tail_bound(ratio, u, counts, sc: _Score, best: _BestSetup, rho, n_t, e_t) -> np.ndarray:
+    """Upper bound (J,) on every value the full path evaluates past a prefix (support
+    ``n_t``, centred sum ``e_t``, exact), whose other patterns have means ``<= rho``, in any
+    order of those.
+
+    Those patterns are cut into buckets by mean (``b = floor((rho - mean) / d)``, monotone in
+    the mean, so each bucket is a stretch of the full path's curve with exact ends, the last
+    holding all lower means); on bucket ``b`` the curve lies below the line from its start
+    with the bucket's largest mean as slope (plus room for the rounding up of interior sums,
+    :class:`_BestSetup`), whose key is bounded by :func:`_line_sup`."""
+    j, m = ratio.shape
+    nb = _TAIL_BUCKETS
+    n = sc.n
+    d = np.maximum((rho + n) / nb, 1.0)
+    with np.errstate(invalid="ignore"):
+        b = np.floor((rho[:, None] - ratio) / d[:, None])
+    rest = ratio <= rho[:, None]
+    b = np.where(rest, np.clip(b, 0, nb - 1), nb).astype(np.int64)
+    flat = (np.arange(j)[:, None] * (nb + 1) + b).ravel()
+    cnt = np.bincount(flat, np.broadcast_to(counts, (j, m)).ravel(), j * (nb + 1))
+    tot = np.bincount(flat, u.ravel(), j * (nb + 1))
+    cnt, tot = cnt.reshape(j, nb + 1)[:, :nb], tot.reshape(j, nb + 1)[:, :nb]
+    n0 = n_t[:, None] + np.cumsum(cnt, axis=1) - cnt
+    e0 = e_t[:, None] + np.cumsum(tot, axis=1) - tot
+    room = 2.0 ** -30 * (np.abs(rho) + n)  # covers the bucketing's rounding
+    slope = rho[:, None] - np.arange(nb) * d[:, None] + room[:, None]
+    sup = _line_sup(e0 + best.bump, n0, slope, np.maximum(n0, sc.lo),
+                    np.minimum(n0 + cnt, sc.hi), sc)
+    return np.where(cnt > 0, sup, _NEG_INF).max(axis=1)
+
+
+def _line_sup(e1, n1, m, lo, hi, sc: _Score) -> np.ndarray:
+    """Upper bound on ``off + (e1 + m (n - n1)) / g(n)`` over real ``n`` in ``[lo, hi]``
+    (AUROC, arrays): at the better end where it is monotone there; -inf where the range is
+    empty. Its derivative has the sign of ``P(n) = m n^2 + 2 a n - a N`` with
+    ``a = e1 - m n1``; P is checked at the ends and at its vertex ``-a / m``, with room for
+    the rounding of ``a`` and ``P``. Where it may not be monotone: the crude bound of the
+    largest sum over the range (:meth:`_Score.crude`)."""
+    big_n = sc.n
+    with np.errstate(all="ignore"):
+        a = e1 - m * n1
+        mag_a = np.abs(e1) + np.abs(m) * n1
+
+        def poly(x):
+            return m * x * x + 2.0 * a * x - a * big_n
+
+        def room(x):
+            return 1e-12 * (np.abs(m) * x * x + mag_a * (2.0 * x + big_n))
+
+        vert = np.clip(-a / np.where(m != 0, m, 1.0), lo, hi)
+        p_lo, p_hi, p_v = poly(lo), poly(hi), poly(vert)
+        tol = np.maximum(np.maximum(room(lo), room(hi)), room(vert))
+        pmax = np.maximum(np.maximum(p_lo, p_hi), np.where(m < 0, p_v, -np.inf))
+        pmin = np.minimum(np.minimum(p_lo, p_hi), np.where(m > 0, p_v, np.inf))
+        at = np.where(pmax <= -tol, lo, np.where(pmin >= tol, hi, np.nan))
+        e = e1 + m * (at - n1)
+        v = sc.off + e / sc.g(at)
+        v = v + 1e-12 * (1.0 + np.abs(v)) + 2.0 ** -50 * (mag_a + np.abs(m * at)) / sc.g(at)
+        e_max = np.maximum(e1 + m * (lo - n1), e1 + m * (hi - n1))
+        e_max = e_max + 2.0 ** -50 * (mag_a + np.abs(m) * hi)
+    v = np.where(np.isfinite(v), v, sc.crude(e_max, lo, hi))
+    v = np.where(np.isnan(v), np.inf, v)
+    return np.where(lo <= hi, v, _NEG_INF)
 
 
 # ----------------------------------------------------------------------------- vocabulary
