@@ -359,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"search: L={SEARCH['length']} B={SEARCH['beam_size']} "
           f"min_fraction={SEARCH['min_fraction']} memory_budget={args.budget}")
 
+    if args.tmp:
+        os.makedirs(args.tmp, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         path = Path(tmp) / "acts.npy"
         dt = write_activations(path, n, k, planted, cols, args.order, args.signal, rng)

@@ -284,8 +284,8 @@ class ExplanationResult:
 
     def summary(self, top: int = 10) -> str:
         """A plain-text table of the best explanation of the ``top`` units, ranked by
-        :func:`rank_score` (held-out AUROC where there is one, else the lower 95% bound of
-        the AUROC), so a tiny pure subset does not come first."""
+        :func:`rank_score` (the lower bound of the 95% score interval of the held-out AUROC
+        where there is one, else of the AUROC), so a tiny pure subset does not come first."""
         mode = str(self.params.get("mode", "positive"))
         best = [(u.unit_id, u.best, u.reason) for u in self.units]
         best.sort(key=lambda t: -(rank_score(t[1], mode) if t[1] is not None else -math.inf))
@@ -302,14 +302,24 @@ class ExplanationResult:
 
 
 def rank_score(e: Explanation, mode: str = "positive") -> float:
-    """How well an explanation is supported: its held-out AUROC when it has one, else the
-    lower bound of its AUROC's 95% Newcombe score interval (the upper bound turned around in
-    ``negative`` mode), so that a support-1 formula at AUROC 1.0 ranks low."""
+    """How well an explanation is supported: the lower bound of the 95% Newcombe score
+    interval of its held-out AUROC when it has one (from the held-out support, with the
+    search split's negatives standing in for the held-out ones; the stored DeLong bound, or
+    the held-out AUROC itself, where the support is missing), else the same bound of its
+    AUROC (the upper bounds turned around in ``negative`` mode). DeLong's interval is far
+    too narrow on a handful of samples, so that a support-1 formula at AUROC 1.0, or a
+    lucky 0.996 on 4 held-out samples, would rank first; the score interval does not."""
     held = e.extras.get("holdout_auroc")
-    if held is not None and math.isfinite(held):
-        return float(held) if mode == "positive" else 1.0 - float(held)
     n = round(e.support / e.fraction) if e.fraction > 0 else 0
-    low, high = newcombe_interval(e.auroc, e.support, max(n - e.support, 0))
+    if held is not None and math.isfinite(held):
+        hs = e.extras.get("holdout_support")
+        if hs:
+            low, high = newcombe_interval(float(held), int(hs), max(n - int(hs), 1))
+        else:
+            low = e.extras.get("holdout_auroc_ci_low", held)
+            high = e.extras.get("holdout_auroc_ci_high", held)
+    else:
+        low, high = newcombe_interval(e.auroc, e.support, max(n - e.support, 0))
     score = float(low) if mode == "positive" else 1.0 - float(high)
     return score if math.isfinite(score) else -math.inf
 
