@@ -353,3 +353,18 @@ def test_memory_floor_counts_sparse_labels_as_sparse():
     assert len(res) == 2
     with pytest.warns(RuntimeWarning, match=r"memory_budget 1\.0 MiB is below the floor"):
         invert.explain(a, y, length=1, beam_size=2, memory_budget="1MiB")
+
+
+def test_a_row_major_layer_larger_than_memory_warns(tmp_path):
+    """Each chunk of units reads a row-major file whole: said, when it cannot be cached."""
+    from invert.engine.inputs import NpyColumns
+
+    a = np.zeros((1000, 8), np.float32)
+    np.save(tmp_path / "c.npy", a)
+    np.save(tmp_path / "f.npy", np.asfortranarray(a))
+    with pytest.warns(RuntimeWarning, match=r"row-major \(C order\).*column-major"):
+        NpyColumns.open(tmp_path / "c.npy", memory_bytes=10_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        NpyColumns.open(tmp_path / "f.npy", memory_bytes=10_000)  # column-major: fine
+        NpyColumns.open(tmp_path / "c.npy", memory_bytes=10**9)  # fits: fine

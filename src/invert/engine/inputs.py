@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -51,7 +52,11 @@ class NpyColumns:
     read_chunk: int = 16 << 20
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], read_chunk: int = 16 << 20) -> NpyColumns:
+    def open(cls, path: str | os.PathLike[str], read_chunk: int = 16 << 20,
+             memory_bytes: int | None = None) -> NpyColumns:
+        """The reader of the ``.npy`` file ``path``. A row-major (C-order) file larger than
+        half of ``memory_bytes`` (default: this machine's memory) warns: every chunk of
+        units then reads the whole file from disk (write it column-major instead)."""
         m = np.load(path, mmap_mode="r", allow_pickle=False)
         try:
             if m.ndim == 1:
@@ -61,6 +66,8 @@ class NpyColumns:
             else:
                 raise bad("activations", "an (N,) or (N, K) array", f"shape {m.shape}", raw=True)
             fortran = bool(m.flags.f_contiguous and not m.flags.c_contiguous)
+            if not fortran and shape[1] > 1:
+                _warn_row_major(path, int(m.nbytes), memory_bytes)
             return cls(str(Path(path).resolve()), int(m.offset), shape, m.dtype.str, fortran,
                        read_chunk)
         finally:
@@ -91,6 +98,25 @@ class NpyColumns:
                     _read_into(f, buf[: r1 - r0])
                     out[r0:r1] = buf[: r1 - r0, start:stop]
         return out
+
+
+def _physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _warn_row_major(path: Any, nbytes: int, memory_bytes: int | None) -> None:
+    """Warn when a row-major layer is too large for the page cache to hold."""
+    mem = _physical_memory() if memory_bytes is None else memory_bytes
+    if mem is not None and nbytes > mem // 2:
+        warnings.warn(
+            f"activations: {path} is row-major (C order) and {nbytes / 2**30:.1f} GiB, more "
+            f"than half of the {mem / 2**30:.1f} GiB of memory: each chunk of units reads "
+            f"the whole file from disk. Write it column-major (np.save(path, "
+            f"np.asfortranarray(a))) or shard it (invert.distributed)", RuntimeWarning,
+            stacklevel=4)
 
 
 def _read_into(f: io.FileIO, arr: np.ndarray) -> None:
