@@ -43,3 +43,25 @@ def test_results_do_not_depend_on_threads(rng):
     two = explain(a, y, length=3, beam_size=3, threads=2)
     for u1, u2 in zip(one, two, strict=True):
         assert [(str(e.formula), e.auroc) for e in u1] == [(str(e.formula), e.auroc) for e in u2]
+
+
+def test_ordered_map_keeps_the_order_and_runs_past_a_slow_item():
+    import threading
+    import time
+
+    started = []
+    gate = threading.Event()
+
+    def fn(i):
+        started.append(i)
+        if i == 0:  # the first item waits until a later one has started
+            assert gate.wait(5.0)
+        elif i == 2:
+            gate.set()
+        time.sleep(0.001)
+        return i * i
+
+    out = list(threads.ordered_map(fn, range(8), 2))
+    assert out == [i * i for i in range(8)]
+    assert 2 in started[:3]  # item 2 ran while item 0 was still running
+    assert list(threads.ordered_map(fn, [], 2)) == []

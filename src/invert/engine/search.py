@@ -26,10 +26,10 @@ import logging
 import math
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -73,6 +73,8 @@ __all__ = ["explain", "SEARCH_PARAMS", "check_search_params", "check_certify_par
            "CERTIFIED_METRICS", "DEFAULT_TIME_BUDGET", "memory_floor"]
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 #: ``"auto"``: scipy and numpy where they are faster (CPU), torch on a GPU; ``"torch"``: the
 #: torch-only code path of GPUs (ranking by torch.sort, torch sparse products) on any device.
@@ -677,21 +679,31 @@ def _search_units(acts: _Activations, layer: _Layer, names: list[str] | None,
     """Search every unit, a chunk of units in memory at a time, a block at a time on
     ``layer.threads`` workers (each block ranked, searched, certified and turned into
     results on its own): (the explanations of each unit, the undefined concepts as a (C,)
-    bool array)."""
+    bool array). The blocks of all chunks form one stream, so workers never wait at the
+    end of a chunk: the next chunk is read while the last blocks of the previous one are
+    searched."""
     k_units = acts.shape[1]
     units: list[UnitExplanations] = []
     undefined = np.zeros(layer.c, dtype=bool)
-    for start in range(0, k_units, layer.chunk):
-        block = acts.block(slice(start, min(k_units, start + layer.chunk)), exact=True)
-        one = partial(_unit_block, layer, block, start, names, unit_ids, clock)
-        for found, und in ordered_map(one, range(0, block.shape[1], layer.block),
-                                      layer.threads):
-            units.extend(found)
-            undefined |= und
-            if progress is not None:
-                progress(len(units), k_units)
-        del block, one
+
+    def jobs() -> Iterator[Callable[[], tuple[list[UnitExplanations], np.ndarray]]]:
+        for start in range(0, k_units, layer.chunk):
+            block = acts.block(slice(start, min(k_units, start + layer.chunk)), exact=True)
+            for s0 in range(0, block.shape[1], layer.block):
+                yield partial(_unit_block, layer, block, start, names, unit_ids, clock, s0)
+            del block
+
+    for found, und in ordered_map(_call, jobs(), layer.threads):
+        units.extend(found)
+        undefined |= und
+        if progress is not None:
+            progress(len(units), k_units)
     return units, undefined
+
+
+def _call(job: Callable[[], R]) -> R:
+    """``job()`` (the task of a worker)."""
+    return job()
 
 
 def _unit_block(layer: _Layer, block: np.ndarray, start: int, names: list[str] | None,

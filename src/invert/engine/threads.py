@@ -112,19 +112,24 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], threads: int) -> Iterator[R]:
-    """``fn(item)`` for each item, in order, computed on ``threads`` worker threads with at
-    most ``threads`` items in flight (so memory stays that of ``threads`` items). With one
-    thread everything runs here, in order."""
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], threads: int,
+                ahead: int = 2) -> Iterator[R]:
+    """``fn(item)`` for each item, in order, computed on ``threads`` worker threads. At most
+    ``ahead * threads`` items are submitted and not yet yielded (``threads`` of them
+    running: the memory of a running item stays that of ``threads`` items), so a worker
+    that finishes early takes the next item instead of waiting for a slower one ahead of it.
+    ``items`` is read here, as items are submitted. With one thread everything runs here, in
+    order."""
     if threads <= 1:
         for item in items:
             yield fn(item)
         return
+    most = max(1, ahead) * threads
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="invert") as pool:
         pending: deque[Future[R]] = deque()
         try:
             for item in items:
-                if len(pending) >= threads:
+                while len(pending) >= most or (pending and pending[0].done()):
                     yield pending.popleft().result()
                 pending.append(pool.submit(fn, item))
             while pending:
