@@ -3,17 +3,10 @@
 import numpy as np
 
 
-def brute_best(acts, labels, length, min_fraction, max_fraction, mode="positive"):
-    """Best AUROC over every formula of up to ``length`` literals (independent reference).
-
-    Formulas are enumerated as all binary trees over literals (NOT only on single concepts)
-    by combining every pair of sets of smaller sizes. AUROC is the Mann-Whitney statistic
-    from ``scipy.stats.rankdata`` mid-ranks, checked against scikit-learn on a sample.
-    """
-    from scipy.stats import rankdata
-    from sklearn.metrics import roc_auc_score
-
-    n, c = labels.shape
+def all_formula_masks(labels, length):
+    """Every distinct formula mask of up to ``length`` literals (all binary trees over the
+    literals ``c`` and ``~c``, combining every pair of sets of smaller sizes), (F, N)."""
+    c = labels.shape[1]
     lits = [labels[:, j] for j in range(c)] + [~labels[:, j] for j in range(c)]
     by_size = {1: {m.tobytes(): m for m in lits}}
     for size in range(2, length + 1):
@@ -25,7 +18,21 @@ def brute_best(acts, labels, length, min_fraction, max_fraction, mode="positive"
                         cur.setdefault(m.tobytes(), m)
         by_size[size] = cur
     masks = {k: m for d in by_size.values() for k, m in d.items()}
-    x = np.array(list(masks.values()))
+    return np.array(list(masks.values()))
+
+
+def brute_best(acts, labels, length, min_fraction, max_fraction, mode="positive"):
+    """Best AUROC over every formula of up to ``length`` literals (independent reference).
+
+    Formulas are enumerated as all binary trees over literals (NOT only on single concepts)
+    by combining every pair of sets of smaller sizes. AUROC is the Mann-Whitney statistic
+    from ``scipy.stats.rankdata`` mid-ranks, checked against scikit-learn on a sample.
+    """
+    from scipy.stats import rankdata
+    from sklearn.metrics import roc_auc_score
+
+    n = labels.shape[0]
+    x = all_formula_masks(labels, length)
     s = x.sum(1)
     x = x[(s > 0) & (s < n) & (s / n >= min_fraction) & (s / n <= max_fraction)]
     if len(x) == 0:

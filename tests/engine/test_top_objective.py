@@ -5,28 +5,13 @@ import math
 
 import numpy as np
 import pytest
+from _brute import all_formula_masks
 from sklearn.metrics import f1_score
 
 import invert
 from invert.engine.search import explain as engine_explain
 from invert.engine.top import DEFAULT_TOP_Q, top_sets, top_shares
 from invert.trust.metrics import metric_table
-
-
-def _all_masks(y, length):
-    """Every formula mask of up to ``length`` literals (all binary trees, NOT on concepts)."""
-    n, c = y.shape
-    lits = [y[:, j] for j in range(c)] + [~y[:, j] for j in range(c)]
-    by_size = {1: {m.tobytes(): m for m in lits}}
-    for size in range(2, length + 1):
-        cur = {}
-        for left in range(1, size):
-            for a in by_size[left].values():
-                for b in by_size[size - left].values():
-                    for m in (a & b, a | b):
-                        cur.setdefault(m.tobytes(), m)
-        by_size[size] = cur
-    return np.array(list({k: m for d in by_size.values() for k, m in d.items()}.values()))
 
 
 def _top(a, q):
@@ -38,7 +23,7 @@ def _top(a, q):
 def _brute_f1(a, y, length, lo, hi, q, min_top=None):
     """Best F1 against the top set over every formula within the support limits
     (``min_top``: the least support as a share of the top set, instead of ``lo``)."""
-    x = _all_masks(y, length)
+    x = all_formula_masks(y, length)
     n = a.shape[0]
     top = _top(a, q)
     s = x.sum(1)
