@@ -8,7 +8,7 @@ from typing import Any
 
 from ._validate import bad, check_bool, check_int, check_memory_budget, check_progress
 from .concepts.tokens import check_aligned
-from .engine.inputs import ActivationsLike, ConceptsLike, Labels
+from .engine.inputs import ActivationsLike, ConceptsLike, Labels, activation_source
 from .engine.result import ExplanationResult
 from .engine.search import DEFAULT_TIME_BUDGET
 from .engine.search import explain as _search
@@ -200,8 +200,7 @@ def explain(
                   "groups without a holdout", raw=True)
     if min_count is not None:
         check_int("min_count", min_count, minimum=1)
-        shape = getattr(activations, "shape", None)
-        n = int(shape[0]) if shape is not None and len(shape) else len(activations)
+        n = activation_source(activations)[0].shape[0]
         y, names = frequent_concepts(concepts, n, min_count)
         concepts = Labels(names, y)
     search_kwargs = dict(length=length, beam_size=beam_size, min_fraction=min_fraction,

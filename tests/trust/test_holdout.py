@@ -184,6 +184,17 @@ def test_grouped_holdout_is_not_inflated_by_tokens_of_searched_documents():
         invert.explain(a, y, groups=doc)
 
 
+def test_min_count_counts_the_samples_of_a_npy_path(rng, tmp_path):
+    """Activations given as a ``.npy`` path: N is the file's rows (not the path's length)."""
+    import invert
+
+    y = rng.random((300, 5)) < 0.3
+    a = y[:, [1]] + 0.3 * rng.standard_normal((300, 1))
+    np.save(tmp_path / "a.npy", a)
+    res = invert.explain(tmp_path / "a.npy", y, length=1, min_count=5)
+    assert str(res[0][0].formula) == '"1"' and res.params["min_count"] == 5
+
+
 def test_min_count_leaves_rare_concepts_out(rng):
     import invert
 
