@@ -200,12 +200,11 @@ def random_baseline(features: ActivationsLike, concepts: ConceptsLike, *,
     labels = Labels(names, y)
     if held_out is None:
         res = explain(acts, labels, **search_kwargs)
-        add_top_precision(_best_only_inplace(res), acts, labels)
+        res = add_top_precision(_best_only(res), acts, labels)
         return RandomBaseline(kind=kind, values=_best_figures(res), params=dict(res.params))
     held = _check_rows(held_out, x.shape[0])
     search = np.setdiff1d(np.arange(x.shape[0]), held)
-    res = _best_only_inplace(explain(acts[search], Labels(names, y[search]),
-                                     **search_kwargs))
+    res = _best_only(explain(acts[search], Labels(names, y[search]), **search_kwargs))
     add_metrics(res, acts, labels, rows=held, prefix="holdout_")
     add_top_precision(res, acts, labels, rows=held, prefix="holdout_")
     params = dict(res.params) | {"held_out": int(held.size)}
@@ -221,11 +220,3 @@ def _check_rows(rows: Any, n: int) -> np.ndarray:
                   f"{r.size} positions from {r.min() if r.size else '-'} to "
                   f"{r.max() if r.size else '-'}", raw=True)
     return r
-
-
-def _best_only_inplace(result: ExplanationResult) -> ExplanationResult:
-    """``result`` with each unit's list cut to its best explanation (figures of the best
-    only are needed)."""
-    for k, u in enumerate(result.units):
-        result.units[k] = u.derive(list(u[:1]))
-    return result
